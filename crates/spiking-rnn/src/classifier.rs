@@ -1,0 +1,324 @@
+//! The tutorial's network: spiking RNN → output at each sequence's last valid step →
+//! Linear → softmax. Works on letter-index sequences of any lengths, one or many at a time,
+//! and splits a batch over threads for training.
+
+use crate::linear::Linear;
+use crate::loss;
+use crate::params::ParamLayout;
+use crate::rnn::{Batch, Input, RnnCache, RnnConfig, SpikingRnn};
+use crate::{shape_err, CellKind, Error, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassifierConfig {
+    pub rnn: RnnConfig,
+    pub num_classes: usize,
+}
+
+/// Which loss to train with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LossKind {
+    /// The tutorial's: MSE between the softmax output and the one-hot label (mean over B·C).
+    Mse,
+    /// Cross-entropy on the logits, optionally class-weighted (weighted mean over the batch).
+    CrossEntropy { class_weights: Option<Vec<f32>> },
+}
+
+/// Everything one forward/backward of one batch needs; one per thread.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    pub rnn: RnnCache,
+    tokens: Vec<u32>,
+    lengths: Vec<usize>,
+    /// `[B, D·H]` last-valid-step features.
+    feat: Vec<f32>,
+    logits: Vec<f32>,
+    probs: Vec<f32>,
+    d_logits: Vec<f32>,
+    d_feat: Vec<f32>,
+    d_out: Vec<f32>,
+    /// This worker's gradient buffer.
+    pub grads: Vec<f32>,
+    /// This worker's dropout randomness.
+    pub rng: ChaCha8Rng,
+}
+
+impl Workspace {
+    /// Softmax outputs of the last forward, `[B, C]`.
+    pub fn probs(&self) -> &[f32] {
+        &self.probs
+    }
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+}
+
+pub struct SeqClassifier {
+    pub cfg: ClassifierConfig,
+    pub rnn: SpikingRnn,
+    pub fc: Linear,
+    pub layout: ParamLayout,
+}
+
+impl SeqClassifier {
+    /// Tensor names as in the tutorial's `Net`: `lstm.cells.0.…` (`gru.`/`rnn.` for the other
+    /// cells), `fc.weight`, `fc.bias`.
+    pub fn new(cfg: ClassifierConfig) -> Result<Self> {
+        if cfg.num_classes < 2 {
+            return Err(Error::Config("a classifier needs at least 2 classes".into()));
+        }
+        let mut layout = ParamLayout::new();
+        let prefix = match cfg.rnn.cell {
+            CellKind::Lstm => "lstm.",
+            CellKind::Gru => "gru.",
+            CellKind::Rnn => "rnn.",
+            CellKind::AnnLstm => "ann_lstm.",
+        };
+        let rnn = SpikingRnn::new(cfg.rnn.clone(), &mut layout, prefix)?;
+        let fc = Linear::new(cfg.rnn.output_size(), cfg.num_classes, &mut layout, "fc.");
+        Ok(Self { cfg, rnn, fc, layout })
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.layout.total
+    }
+
+    /// Fresh parameters: SpikingJelly's init for the cells, PyTorch's for the Linear.
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut p = vec![0.0; self.layout.total];
+        self.rnn.init(&mut p, &mut rng);
+        self.fc.init(&mut p, &mut rng);
+        p
+    }
+
+    pub fn workspace(&self, seed: u64) -> Workspace {
+        Workspace {
+            rnn: RnnCache::default(),
+            tokens: Vec::new(),
+            lengths: Vec::new(),
+            feat: Vec::new(),
+            logits: Vec::new(),
+            probs: Vec::new(),
+            d_logits: Vec::new(),
+            d_feat: Vec::new(),
+            d_out: Vec::new(),
+            grads: vec![0.0; self.layout.total],
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    /// Forward over sequences of letter indices (each non-empty). `train`: apply dropout.
+    pub fn forward(&self, params: &[f32], seqs: &[&[u32]], ws: &mut Workspace, train: bool) -> Result<()> {
+        if params.len() != self.layout.total {
+            return shape_err(format!("{} parameters given, the model has {}", params.len(), self.layout.total));
+        }
+        let b = seqs.len();
+        let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        if b == 0 {
+            return shape_err("empty batch");
+        }
+        if seqs.iter().any(|s| s.is_empty()) {
+            return shape_err("empty sequence in batch");
+        }
+        // Pack time-major [T, B]; padding uses token 0 and is never read.
+        ws.tokens.clear();
+        ws.tokens.resize(t * b, 0);
+        ws.lengths.clear();
+        for (bi, s) in seqs.iter().enumerate() {
+            ws.lengths.push(s.len());
+            for (ti, &tok) in s.iter().enumerate() {
+                ws.tokens[ti * b + bi] = tok;
+            }
+        }
+        let batch = Batch { input: Input::Tokens(&ws.tokens), t, b, lengths: Some(&ws.lengths) };
+        let rng: Option<&mut dyn rand::RngCore> = if train { Some(&mut ws.rng) } else { None };
+        self.rnn.forward(params, batch, None, rng, &mut ws.rnn)?;
+        let f = self.cfg.rnn.output_size();
+        let c = self.cfg.num_classes;
+        let out = ws.rnn.output();
+        ws.feat.clear();
+        for (bi, &len) in ws.lengths.iter().enumerate() {
+            let o = ((len - 1) * b + bi) * f;
+            ws.feat.extend_from_slice(&out[o..o + f]);
+        }
+        ws.logits.clear();
+        ws.logits.resize(b * c, 0.0);
+        self.fc.forward(params, &ws.feat, &mut ws.logits);
+        ws.probs.clear();
+        ws.probs.resize(b * c, 0.0);
+        loss::softmax(&ws.logits, c, &mut ws.probs);
+        Ok(())
+    }
+
+    /// Backward from `ws.d_logits` (set by [`Self::loss_and_grad`]); adds into `ws.grads`.
+    fn backward(&self, params: &[f32], ws: &mut Workspace) -> Result<()> {
+        let f = self.cfg.rnn.output_size();
+        let (t, b) = ws.rnn.dims();
+        ws.d_feat.clear();
+        ws.d_feat.resize(b * f, 0.0);
+        self.fc.backward(params, &ws.feat, &ws.d_logits, &mut ws.grads, Some(&mut ws.d_feat));
+        ws.d_out.clear();
+        ws.d_out.resize(t * b * f, 0.0);
+        for (bi, &len) in ws.lengths.iter().enumerate() {
+            let o = ((len - 1) * b + bi) * f;
+            ws.d_out[o..o + f].copy_from_slice(&ws.d_feat[bi * f..(bi + 1) * f]);
+        }
+        self.rnn.backward(params, &mut ws.rnn, &ws.d_out, None, &mut ws.grads, None, None)
+    }
+
+    /// Forward + loss + backward for (part of) a batch. The loss and its gradient are divided by
+    /// `norm` (see [`loss`]); gradients are added to `ws.grads`. Returns (loss, #correct), where
+    /// correct = argmax of the output before the update equals the label.
+    pub fn loss_and_grad(
+        &self,
+        params: &[f32],
+        seqs: &[&[u32]],
+        labels: &[usize],
+        kind: &LossKind,
+        norm: f32,
+        ws: &mut Workspace,
+    ) -> Result<(f32, usize)> {
+        if labels.len() != seqs.len() {
+            return shape_err(format!("{} labels for {} sequences", labels.len(), seqs.len()));
+        }
+        let c = self.cfg.num_classes;
+        if let Some(&bad) = labels.iter().find(|&&y| y >= c) {
+            return shape_err(format!("label {bad} is out of range 0..{c}"));
+        }
+        self.forward(params, seqs, ws, true)?;
+        ws.d_logits.clear();
+        ws.d_logits.resize(seqs.len() * c, 0.0);
+        let l = match kind {
+            LossKind::Mse => loss::mse_onehot(&ws.probs, labels, c, norm, &mut ws.d_logits),
+            LossKind::CrossEntropy { class_weights } => {
+                loss::cross_entropy(&ws.probs, labels, c, class_weights.as_deref(), norm, &mut ws.d_logits)
+            }
+        };
+        let correct = ws.probs.chunks_exact(c).zip(labels).filter(|(p, &y)| loss::argmax(p) == y).count();
+        self.backward(params, ws)?;
+        Ok((l, correct))
+    }
+
+    /// The normaliser that makes the loss a mean over the whole batch (PyTorch's convention).
+    pub fn loss_norm(&self, kind: &LossKind, labels: &[usize]) -> f32 {
+        match kind {
+            LossKind::Mse => (labels.len() * self.cfg.num_classes) as f32,
+            LossKind::CrossEntropy { class_weights: None } => labels.len() as f32,
+            LossKind::CrossEntropy { class_weights: Some(w) } => labels.iter().map(|&y| w[y]).sum(),
+        }
+    }
+
+    /// Gradient of the mean loss over a batch, split into `workspaces.len()` contiguous chunks run
+    /// in parallel (one workspace per chunk); the result is written to `grads`. Deterministic for a
+    /// given number of workspaces.
+    pub fn batch_grad(
+        &self,
+        params: &[f32],
+        seqs: &[&[u32]],
+        labels: &[usize],
+        kind: &LossKind,
+        workspaces: &mut [Workspace],
+        grads: &mut [f32],
+    ) -> Result<(f32, usize)> {
+        let norm = self.loss_norm(kind, labels);
+        let n = workspaces.len().clamp(1, seqs.len().max(1));
+        let chunk = seqs.len().div_ceil(n);
+        let results: Vec<Result<(f32, usize)>> = if n == 1 {
+            let ws = &mut workspaces[0];
+            ws.grads.fill(0.0);
+            vec![self.loss_and_grad(params, seqs, labels, kind, norm, ws)]
+        } else {
+            workspaces[..n]
+                .par_iter_mut()
+                .zip(seqs.par_chunks(chunk).zip(labels.par_chunks(chunk)))
+                .map(|(ws, (s, y))| {
+                    ws.grads.fill(0.0);
+                    self.loss_and_grad(params, s, y, kind, norm, ws)
+                })
+                .collect()
+        };
+        let used = results.len();
+        grads.copy_from_slice(&workspaces[0].grads);
+        for ws in &workspaces[1..used] {
+            crate::linalg::axpy(grads, 1.0, &ws.grads);
+        }
+        let mut total = (0.0, 0);
+        for r in results {
+            let (l, c) = r?;
+            total.0 += l;
+            total.1 += c;
+        }
+        Ok(total)
+    }
+
+    /// Adds the firing of every gate and of `h` over the valid steps of the last forward to
+    /// `stats` (names like `l0.fwd.i`, `l0.fwd.h`).
+    pub fn accumulate_firing(&self, ws: &Workspace, stats: &mut FiringStats) {
+        let cfg = &self.cfg.rnn;
+        let hs = cfg.hidden_size;
+        let names = cfg.cell.gate_names();
+        let g = names.len();
+        let (t, b) = ws.rnn.dims();
+        if stats.names.is_empty() {
+            for l in 0..cfg.num_layers {
+                for d in 0..cfg.directions() {
+                    let dir = if d == 0 { "fwd" } else { "rev" };
+                    for n in names.iter().chain(["h"].iter()) {
+                        stats.names.push(format!("l{l}.{dir}.{n}"));
+                    }
+                }
+            }
+            stats.sums = vec![0.0; stats.names.len()];
+            stats.counts = vec![0.0; stats.names.len()];
+        }
+        let mut idx = 0;
+        for l in 0..cfg.num_layers {
+            for d in 0..cfg.directions() {
+                let gates = ws.rnn.gates(l, d);
+                let hidden = ws.rnn.hidden(l, d);
+                for k in 0..t {
+                    for (bi, &len) in ws.rnn.lengths().iter().enumerate() {
+                        if k >= len {
+                            continue;
+                        }
+                        let row = &gates[(k * b + bi) * g * hs..(k * b + bi + 1) * g * hs];
+                        for gi in 0..g {
+                            stats.sums[idx + gi] += row[gi * hs..(gi + 1) * hs].iter().map(|&x| x as f64).sum::<f64>();
+                            stats.counts[idx + gi] += hs as f64;
+                        }
+                        let h = &hidden[(k * b + bi) * hs..(k * b + bi + 1) * hs];
+                        stats.sums[idx + g] += h.iter().map(|&x| x as f64).sum::<f64>();
+                        stats.counts[idx + g] += hs as f64;
+                    }
+                }
+                idx += g + 1;
+            }
+        }
+    }
+}
+
+/// Mean spike rates per gate: `sums[i] / counts[i]` for `names[i]`.
+#[derive(Clone, Debug, Default)]
+pub struct FiringStats {
+    pub names: Vec<String>,
+    pub sums: Vec<f64>,
+    pub counts: Vec<f64>,
+}
+
+impl FiringStats {
+    pub fn rates(&self) -> Vec<(String, f64)> {
+        self.names
+            .iter()
+            .zip(self.sums.iter().zip(&self.counts))
+            .map(|(n, (s, c))| (n.clone(), if *c > 0.0 { s / c } else { 0.0 }))
+            .collect()
+    }
+}
+
+/// A random generator for callers that want the crate's choice.
+pub fn seeded_rng(seed: u64) -> impl Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}

@@ -1,0 +1,114 @@
+//! Optimisers over the flat parameter buffer.
+
+/// How weight decay enters Adam.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WeightDecay {
+    /// `torch.optim.Adam(weight_decay=λ)`: `g ← g + λ·p` (L2 penalty).
+    L2(f32),
+    /// `torch.optim.AdamW(weight_decay=λ)`: `p ← p·(1 − lr·λ)` before the step.
+    Decoupled(f32),
+}
+
+/// `torch.optim.Adam` (single-tensor path), step for step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Adam {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: Option<WeightDecay>,
+    /// Number of steps taken (torch's `state['step']`).
+    pub step: u64,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+impl Adam {
+    /// PyTorch defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
+    pub fn new(n_params: usize, lr: f32) -> Self {
+        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: None, step: 0, m: vec![0.0; n_params], v: vec![0.0; n_params] }
+    }
+
+    /// One update. Mirrors torch: `m.lerp_(g, 1−β1)`, `v = β2·v + (1−β2)·g²`,
+    /// `denom = √v / √(1−β2ᵗ) + eps`, `p −= lr/(1−β1ᵗ) · m/denom`.
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+        assert_eq!(params.len(), self.m.len(), "Adam state does not match the parameters");
+        self.step += 1;
+        let t = self.step as i32;
+        // Bias corrections in f64 like Python floats, applied as f32 scalars.
+        let bc1 = 1.0 - (self.beta1 as f64).powi(t);
+        let bc2_sqrt = (1.0 - (self.beta2 as f64).powi(t)).sqrt();
+        let step_size = (self.lr as f64 / bc1) as f32;
+        let inv_bc2_sqrt = (1.0 / bc2_sqrt) as f32;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
+        let w1 = 1.0 - b1;
+        let w2 = 1.0 - b2;
+        let (l2, decoupled) = match self.weight_decay {
+            Some(WeightDecay::L2(l)) => (l, 0.0),
+            Some(WeightDecay::Decoupled(l)) => (0.0, l * self.lr),
+            None => (0.0, 0.0),
+        };
+        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+            let g = g + l2 * *p;
+            *p -= decoupled * *p;
+            *m += w1 * (g - *m);
+            *v = *v * b2 + w2 * g * g;
+            let denom = v.sqrt() * inv_bc2_sqrt + eps;
+            *p -= step_size * (*m / denom);
+        }
+    }
+}
+
+/// Plain SGD: `p −= lr·(g + λ·p)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sgd {
+    pub lr: f32,
+    pub weight_decay: f32,
+}
+
+impl Sgd {
+    pub fn step(&self, params: &mut [f32], grads: &[f32]) {
+        for (p, &g) in params.iter_mut().zip(grads) {
+            *p -= self.lr * (g + self.weight_decay * *p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hand-computed: at step 1, m̂ = g and v̂ = g², so p moves by lr·g/(|g| + eps).
+    #[test]
+    fn first_adam_step_is_signed_lr() {
+        let mut p = vec![1.0f32, -2.0, 0.5];
+        let g = [0.5f32, -4.0, 0.0];
+        let mut adam = Adam::new(3, 0.1);
+        adam.step(&mut p, &g);
+        assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6 && p[2] == 0.5, "{p:?}");
+        // Second step with zero grad still moves (momentum): m = 0.9·0.05 = 0.045, …
+        let mut q = p.clone();
+        adam.step(&mut q, &[0.0; 3]);
+        let m = 0.9 * 0.05f64;
+        let v = 0.999 * 0.001 * 0.25f64;
+        let want = p[0] as f64 - 0.1 / (1.0 - 0.81) * m / ((v / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
+        assert!((q[0] as f64 - want).abs() < 1e-6, "{} vs {want}", q[0]);
+    }
+
+    #[test]
+    fn weight_decay_variants() {
+        let mut p = vec![1.0f32];
+        let mut a = Adam::new(1, 0.1);
+        a.weight_decay = Some(WeightDecay::L2(1.0));
+        a.step(&mut p, &[0.0]); // g = p = 1 → moves by lr
+        assert!((p[0] - 0.9).abs() < 1e-6);
+        let mut q = vec![1.0f32];
+        let mut w = Adam::new(1, 0.1);
+        w.weight_decay = Some(WeightDecay::Decoupled(0.5));
+        w.step(&mut q, &[1.0]); // p·(1−0.05) then −0.1
+        assert!((q[0] - 0.85).abs() < 1e-6, "{}", q[0]);
+        let mut s = vec![1.0f32, 2.0];
+        Sgd { lr: 0.5, weight_decay: 0.0 }.step(&mut s, &[1.0, -2.0]);
+        assert_eq!(s, vec![0.5, 3.0]);
+    }
+}

@@ -1,0 +1,759 @@
+//! Stacked / bidirectional spiking RNNs over whole sequences (SpikingJelly `SpikingRNNBase`,
+//! spec §2), with variable-length batches and explicit backward-through-time.
+//!
+//! Shapes: `T` time steps, `B` batch, `I` input features, `H` hidden, `G` gate blocks,
+//! `L` layers, `D` directions. Direction-layer `s = d·L + l` is also the index of its states
+//! (`[l0_fwd, l1_fwd, …, l0_rev, l1_rev, …]`, SpikingJelly's layout).
+//!
+//! Variable lengths: sequence `b` is valid for `t < len[b]`. Its state stops changing after its
+//! end, its outputs there are 0, and the reverse direction starts at `len[b] − 1`, so a batched
+//! result equals running each sequence alone, gradients included.
+
+use crate::cell::{self, CellFns, CellKind};
+use crate::linalg::{add_column_sums, axpy, matmul, rows_matmul, Mat};
+use crate::params::ParamLayout;
+use crate::surrogate::Surrogate;
+use crate::{shape_err, Error, Result};
+use rand::{Rng, RngCore};
+use std::ops::Range;
+
+/// Constructor arguments of `SpikingLSTM` / `SpikingGRU` / `SpikingVanillaRNN`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RnnConfig {
+    pub cell: CellKind,
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub bidirectional: bool,
+    pub bias: bool,
+    /// Inverted dropout between layers, training only (no-op with one layer).
+    pub dropout: f32,
+    /// One dropout mask per (layer gap, batch item, feature), constant over time.
+    pub invariant_dropout_mask: bool,
+    /// `surrogate_function1` (`surrogate_function` of the vanilla RNN).
+    pub surrogate1: Surrogate,
+    /// `surrogate_function2`: the LSTM `g` / GRU `n` gate; `None` = same as `surrogate1`.
+    pub surrogate2: Option<Surrogate>,
+    /// LSTM cell-state cap at 1 (SpikingJelly since 2022); `false` = the 2020 behaviour.
+    pub clamp_cell: bool,
+}
+
+impl RnnConfig {
+    /// SpikingJelly defaults: one layer, bias, Erf(α=2) spiking, no dropout, clamp on.
+    pub fn new(cell: CellKind, input_size: usize, hidden_size: usize) -> Self {
+        Self {
+            cell,
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bidirectional: false,
+            bias: true,
+            dropout: 0.0,
+            invariant_dropout_mask: false,
+            surrogate1: Surrogate::default(),
+            surrogate2: None,
+            clamp_cell: true,
+        }
+    }
+    pub fn directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+    /// Features of the output sequence: `D·H`.
+    pub fn output_size(&self) -> usize {
+        self.directions() * self.hidden_size
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.input_size == 0 || self.hidden_size == 0 {
+            return bad("input_size and hidden_size must be ≥ 1".into());
+        }
+        if self.num_layers == 0 {
+            return bad("num_layers must be ≥ 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1], got {}", self.dropout));
+        }
+        self.surrogate1.validate()?;
+        if let Some(s2) = &self.surrogate2 {
+            s2.validate()?;
+            if s2.spiking != self.surrogate1.spiking {
+                return bad("surrogate_function2 must have the same spiking mode as surrogate_function1".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where one direction-layer's tensors live in the flat parameter buffer. Weights are stored
+/// transposed: `w_ih` as `[I, G·H]`, `w_hh` as `[H, G·H]`.
+#[derive(Clone, Debug)]
+struct DirParams {
+    input: usize,
+    w_ih: Range<usize>,
+    b_ih: Option<Range<usize>>,
+    w_hh: Range<usize>,
+    b_hh: Option<Range<usize>>,
+}
+
+/// Input of the first layer.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// `[T, B, I]` row-major.
+    Dense(&'a [f32]),
+    /// `[T, B]` letter indices: a one-hot input, read as a row gather of `W_ihᵀ`.
+    Tokens(&'a [u32]),
+}
+
+/// States in SpikingJelly's layout: `h` (and `c` for LSTMs) each `[L·D, B, H]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct States {
+    pub h: Vec<f32>,
+    /// Empty for single-state cells.
+    pub c: Vec<f32>,
+}
+
+/// A batch of sequences: `t` steps, `b` items, optional per-item lengths (each 1..=t).
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    pub input: Input<'a>,
+    pub t: usize,
+    pub b: usize,
+    pub lengths: Option<&'a [usize]>,
+}
+
+/// What forward keeps for backward, and scratch space; reused across calls so the time loop
+/// never allocates.
+#[derive(Clone, Debug, Default)]
+pub struct RnnCache {
+    t: usize,
+    b: usize,
+    lengths: Vec<usize>,
+    dense_input: Vec<f32>,
+    tokens: Vec<u32>,
+    layers: Vec<LayerCache>,
+    /// Final states `[L·D, B, H]`.
+    pub final_states: States,
+    // backward scratch
+    d_out: Vec<f32>,
+    d_in: Vec<f32>,
+    d_u: Vec<f32>,
+    d_v: Vec<f32>,
+    d_h: Vec<f32>,
+    d_c: Vec<f32>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct LayerCache {
+    /// Layer output `[T, B, D·H]` (before dropout).
+    out: Vec<f32>,
+    /// Input of the next layer: `out ⊙ mask` (empty when no dropout was applied).
+    dropped: Vec<f32>,
+    /// Dropout mask after this layer, `[T, B, D·H]` or `[B, D·H]` (invariant); empty if none.
+    mask: Vec<f32>,
+    dirs: Vec<DirCache>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct DirCache {
+    /// `x·W_ihᵀ + b_ih`, time order `[T, B, G·H]`.
+    u: Vec<f32>,
+    /// Spike-function arguments and outputs, processing order `[T, B, G·H]`.
+    pre: Vec<f32>,
+    gate: Vec<f32>,
+    /// States before/after each processing step `[(T+1), B, H]` (`h[0]` = initial state).
+    h: Vec<f32>,
+    c: Vec<f32>,
+    /// GRU `v_n` `[T, B, H]`.
+    vn: Vec<f32>,
+    /// `h·W_hhᵀ + b_hh` of the current step `[B, G·H]`.
+    v: Vec<f32>,
+}
+
+fn reset(v: &mut Vec<f32>, n: usize) {
+    v.clear();
+    v.resize(n, 0.0);
+}
+
+impl RnnCache {
+    /// Output sequence of the last layer, `[T, B, D·H]`.
+    pub fn output(&self) -> &[f32] {
+        self.layers.last().map(|l| l.out.as_slice()).unwrap_or(&[])
+    }
+    pub fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+    pub fn dims(&self) -> (usize, usize) {
+        (self.t, self.b)
+    }
+    /// Spike-function outputs of direction-layer `s`, processing order `[T, B, G·H]`; entries at
+    /// steps past a sequence's end are 0 (use [`Self::lengths`] to count valid steps).
+    pub fn gates(&self, layer: usize, direction: usize) -> &[f32] {
+        &self.layers[layer].dirs[direction].gate
+    }
+    /// `h` after each processing step of direction-layer `s`, `[T, B, H]`.
+    pub fn hidden(&self, layer: usize, direction: usize) -> &[f32] {
+        let d = &self.layers[layer].dirs[direction];
+        let n = d.h.len() / (self.t + 1);
+        &d.h[n..]
+    }
+}
+
+/// A stack of spiking recurrent layers.
+#[derive(Clone, Debug)]
+pub struct SpikingRnn {
+    pub cfg: RnnConfig,
+    dirs: Vec<DirParams>,
+    fns: CellFns,
+}
+
+impl SpikingRnn {
+    /// Registers the tensors under `prefix` (`""` or e.g. `"lstm."`) with SpikingJelly names.
+    pub fn new(cfg: RnnConfig, layout: &mut ParamLayout, prefix: &str) -> Result<Self> {
+        cfg.validate()?;
+        let g = cfg.cell.gates();
+        let gh = g * cfg.hidden_size;
+        let mut dirs = Vec::new();
+        for d in 0..cfg.directions() {
+            let group = if d == 0 { "cells" } else { "cells_reverse" };
+            for l in 0..cfg.num_layers {
+                let input = if l == 0 { cfg.input_size } else { cfg.output_size() };
+                let name = |t: &str| format!("{prefix}{group}.{l}.{t}");
+                let w_ih = layout.add(name("linear_ih.weight"), vec![gh, input], true);
+                let b_ih = cfg.bias.then(|| layout.add(name("linear_ih.bias"), vec![gh], false));
+                let w_hh = layout.add(name("linear_hh.weight"), vec![gh, cfg.hidden_size], true);
+                let b_hh = cfg.bias.then(|| layout.add(name("linear_hh.bias"), vec![gh], false));
+                dirs.push(DirParams { input, w_ih, b_ih, w_hh, b_hh });
+            }
+        }
+        let s1 = cfg.surrogate1;
+        let fns = CellFns { s1, s2: cfg.surrogate2.unwrap_or(s1), clamp: cfg.clamp_cell };
+        Ok(Self { cfg, dirs, fns })
+    }
+
+    /// SpikingJelly's initialisation: every cell parameter uniform in `±1/√H`.
+    pub fn init(&self, params: &mut [f32], rng: &mut impl Rng) {
+        let k = 1.0 / (self.cfg.hidden_size as f32).sqrt();
+        for d in &self.dirs {
+            for r in [Some(&d.w_ih), d.b_ih.as_ref(), Some(&d.w_hh), d.b_hh.as_ref()].into_iter().flatten() {
+                for p in &mut params[r.clone()] {
+                    *p = rng.gen_range(-k..k);
+                }
+            }
+        }
+    }
+
+    fn state_len(&self, b: usize) -> usize {
+        self.cfg.num_layers * self.cfg.directions() * b * self.cfg.hidden_size
+    }
+
+    fn check_batch(&self, batch: &Batch, params: &[f32]) -> Result<()> {
+        let (t, b) = (batch.t, batch.b);
+        if t == 0 || b == 0 {
+            return shape_err(format!("empty batch: T = {t}, B = {b}"));
+        }
+        if let Some(last) = self.dirs.last() {
+            if params.len() < last.w_hh.end.max(last.b_hh.clone().map_or(0, |r| r.end)) {
+                return shape_err("parameter buffer is smaller than the model");
+            }
+        }
+        match batch.input {
+            Input::Dense(x) if x.len() != t * b * self.cfg.input_size => {
+                return shape_err(format!(
+                    "input has {} values, expected T·B·I = {t}·{b}·{}",
+                    x.len(),
+                    self.cfg.input_size
+                ))
+            }
+            Input::Tokens(x) => {
+                if x.len() != t * b {
+                    return shape_err(format!("token input has {} values, expected T·B = {}", x.len(), t * b));
+                }
+                if let Some(bad) = x.iter().find(|&&i| i as usize >= self.cfg.input_size) {
+                    return shape_err(format!("token {bad} is out of range 0..{}", self.cfg.input_size));
+                }
+            }
+            _ => {}
+        }
+        if let Some(len) = batch.lengths {
+            if len.len() != b {
+                return shape_err(format!("{} lengths given for a batch of {b}", len.len()));
+            }
+            if let Some(bad) = len.iter().find(|&&n| n == 0 || n > t) {
+                return shape_err(format!("sequence length {bad} is outside 1..={t}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_states(&self, s: &States, b: usize, what: &str) -> Result<()> {
+        let n = self.state_len(b);
+        let want_c = self.cfg.cell.states() == 2;
+        if s.h.len() != n || (want_c && s.c.len() != n) || (!want_c && !s.c.is_empty()) {
+            return shape_err(format!(
+                "{what} must be {} tensor(s) of [L·D, B, H] = [{}, {b}, {}]",
+                self.cfg.cell.states(),
+                self.cfg.num_layers * self.cfg.directions(),
+                self.cfg.hidden_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs the stack. `init`: initial states (zeros if `None`). `dropout_rng`: `Some` in
+    /// training mode (dropout between layers is applied only then).
+    pub fn forward(
+        &self,
+        params: &[f32],
+        batch: Batch,
+        init: Option<&States>,
+        mut dropout_rng: Option<&mut dyn RngCore>,
+        cache: &mut RnnCache,
+    ) -> Result<()> {
+        self.check_batch(&batch, params)?;
+        let (t, b) = (batch.t, batch.b);
+        if let Some(s) = init {
+            self.check_states(s, b, "initial states")?;
+        }
+        let cfg = &self.cfg;
+        let (hs, nd, nl) = (cfg.hidden_size, cfg.directions(), cfg.num_layers);
+        let dh = nd * hs;
+        cache.t = t;
+        cache.b = b;
+        cache.lengths.clear();
+        match batch.lengths {
+            Some(l) => cache.lengths.extend_from_slice(l),
+            None => cache.lengths.resize(b, t),
+        }
+        cache.dense_input.clear();
+        cache.tokens.clear();
+        match batch.input {
+            Input::Dense(x) => cache.dense_input.extend_from_slice(x),
+            Input::Tokens(x) => cache.tokens.extend_from_slice(x),
+        }
+        cache.layers.resize_with(nl, LayerCache::default);
+        let sl = self.state_len(b);
+        reset(&mut cache.final_states.h, sl);
+        if cfg.cell.states() == 2 {
+            reset(&mut cache.final_states.c, sl);
+        } else {
+            cache.final_states.c.clear();
+        }
+
+        let dropping = dropout_rng.is_some() && cfg.dropout > 0.0 && nl > 1;
+        let keep_scale = if cfg.dropout < 1.0 { 1.0 / (1.0 - cfg.dropout) } else { 0.0 };
+        let layers = &mut cache.layers;
+        for l in 0..nl {
+            let (done, rest) = layers.split_at_mut(l);
+            let lc = &mut rest[0];
+            reset(&mut lc.out, t * b * dh);
+            lc.dirs.resize_with(nd, DirCache::default);
+            let x: LayerInput = if l == 0 {
+                match batch.input {
+                    Input::Dense(x) => LayerInput::Dense(x),
+                    Input::Tokens(x) => LayerInput::Tokens(x),
+                }
+            } else {
+                let prev = &done[l - 1];
+                LayerInput::Dense(if prev.dropped.is_empty() { &prev.out } else { &prev.dropped })
+            };
+            for d in 0..nd {
+                let s = d * nl + l;
+                let init_s = init.map(|st| {
+                    let r = s * b * hs..(s + 1) * b * hs;
+                    (&st.h[r.clone()], if st.c.is_empty() { &st.c[..] } else { &st.c[r] })
+                });
+                self.forward_direction(params, s, d == 1, x, t, b, &cache.lengths, init_s, &mut lc.dirs[d], &mut lc.out);
+                let dc = &lc.dirs[d];
+                let r = s * b * hs..(s + 1) * b * hs;
+                cache.final_states.h[r.clone()].copy_from_slice(&dc.h[t * b * hs..]);
+                if cfg.cell.states() == 2 {
+                    cache.final_states.c[r].copy_from_slice(&dc.c[t * b * hs..]);
+                }
+            }
+            lc.mask.clear();
+            lc.dropped.clear();
+            if dropping && l + 1 < nl {
+                let rng = dropout_rng.as_deref_mut().expect("dropping implies an rng");
+                let n = if cfg.invariant_dropout_mask { b * dh } else { t * b * dh };
+                lc.mask.extend((0..n).map(|_| if rng.gen::<f32>() < cfg.dropout { 0.0 } else { keep_scale }));
+                lc.dropped.extend(lc.out.iter().enumerate().map(|(i, &y)| y * lc.mask[i % n]));
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_direction(
+        &self,
+        params: &[f32],
+        s: usize,
+        reverse: bool,
+        x: LayerInput,
+        t: usize,
+        b: usize,
+        lengths: &[usize],
+        init: Option<(&[f32], &[f32])>,
+        dc: &mut DirCache,
+        out: &mut [f32],
+    ) {
+        let p = &self.dirs[s];
+        let cfg = &self.cfg;
+        let hs = cfg.hidden_size;
+        let gh = cfg.cell.gates() * hs;
+        let dh = cfg.directions() * hs;
+        let col = if reverse { hs } else { 0 };
+        let two_states = cfg.cell.states() == 2;
+        let w_ih = &params[p.w_ih.clone()];
+        let w_hh = &params[p.w_hh.clone()];
+
+        // u = x·W_ihᵀ + b_ih for all steps at once.
+        reset(&mut dc.u, t * b * gh);
+        match x {
+            LayerInput::Dense(x) => {
+                matmul(&mut dc.u, gh, false, Mat::new(x, t * b, p.input), Mat::new(w_ih, p.input, gh))
+            }
+            LayerInput::Tokens(x) => {
+                for (row, &tok) in dc.u.chunks_exact_mut(gh).zip(x) {
+                    let k = tok as usize;
+                    row.copy_from_slice(&w_ih[k * gh..(k + 1) * gh]);
+                }
+            }
+        }
+        if let Some(r) = &p.b_ih {
+            for row in dc.u.chunks_exact_mut(gh) {
+                axpy(row, 1.0, &params[r.clone()]);
+            }
+        }
+
+        reset(&mut dc.pre, t * b * gh);
+        reset(&mut dc.gate, t * b * gh);
+        reset(&mut dc.h, (t + 1) * b * hs);
+        if two_states {
+            reset(&mut dc.c, (t + 1) * b * hs);
+        }
+        if cfg.cell == CellKind::Gru {
+            reset(&mut dc.vn, t * b * hs);
+        }
+        if let Some((h0, c0)) = init {
+            dc.h[..b * hs].copy_from_slice(h0);
+            if two_states {
+                dc.c[..b * hs].copy_from_slice(c0);
+            }
+        }
+        reset(&mut dc.v, b * gh);
+
+        for k in 0..t {
+            // v = h·W_hhᵀ + b_hh for the whole batch.
+            match &p.b_hh {
+                Some(r) => {
+                    for row in dc.v.chunks_exact_mut(gh) {
+                        row.copy_from_slice(&params[r.clone()]);
+                    }
+                }
+                None => dc.v.fill(0.0),
+            }
+            let (h_done, h_next) = dc.h.split_at_mut((k + 1) * b * hs);
+            let h_prev = &h_done[k * b * hs..];
+            if b <= 4 {
+                rows_matmul(&mut dc.v, gh, h_prev, hs, w_hh, gh);
+            } else {
+                matmul(&mut dc.v, gh, true, Mat::new(h_prev, b, hs), Mat::new(w_hh, hs, gh));
+            }
+            let h_next = &mut h_next[..b * hs];
+            for bi in 0..b {
+                let hr = bi * hs..(bi + 1) * hs;
+                let len = lengths[bi];
+                if k >= len {
+                    h_next[hr.clone()].copy_from_slice(&h_prev[hr.clone()]);
+                    if two_states {
+                        let (c_done, c_next) = dc.c.split_at_mut((k + 1) * b * hs);
+                        c_next[hr.clone()].copy_from_slice(&c_done[k * b * hs + hr.start..k * b * hs + hr.end]);
+                    }
+                    continue;
+                }
+                let ti = if reverse { len - 1 - k } else { k };
+                let u = &dc.u[(ti * b + bi) * gh..(ti * b + bi + 1) * gh];
+                let v = &dc.v[bi * gh..(bi + 1) * gh];
+                let g = (k * b + bi) * gh..(k * b + bi + 1) * gh;
+                let pre = &mut dc.pre[g.clone()];
+                let gate = &mut dc.gate[g];
+                let h = &mut h_next[hr.clone()];
+                match cfg.cell {
+                    CellKind::Lstm | CellKind::AnnLstm => {
+                        let (c_done, c_next) = dc.c.split_at_mut((k + 1) * b * hs);
+                        let c_prev = &c_done[k * b * hs + hr.start..k * b * hs + hr.end];
+                        let c = &mut c_next[hr.clone()];
+                        if cfg.cell == CellKind::Lstm {
+                            cell::lstm_forward(&self.fns, u, v, c_prev, pre, gate, c, h);
+                        } else {
+                            cell::ann_lstm_forward(u, v, c_prev, pre, gate, c, h);
+                        }
+                    }
+                    CellKind::Gru => {
+                        let vn = &mut dc.vn[(k * b + bi) * hs..(k * b + bi + 1) * hs];
+                        cell::gru_forward(&self.fns, u, v, &h_prev[hr.clone()], pre, gate, vn, h);
+                    }
+                    CellKind::Rnn => cell::rnn_forward(&self.fns, u, v, pre, h),
+                }
+                let o = (ti * b + bi) * dh + col;
+                out[o..o + hs].copy_from_slice(h);
+            }
+        }
+    }
+
+    /// Backward through time. `d_output`: gradient w.r.t. the output sequence `[T, B, D·H]`;
+    /// `d_final`: w.r.t. the final states (or `None` = 0). Parameter gradients are added to
+    /// `grads` (same layout as `params`). If given, `d_input` (`[T, B, I]`, dense input only) and
+    /// `d_init` receive the gradients w.r.t. the input and the initial states.
+    pub fn backward(
+        &self,
+        params: &[f32],
+        cache: &mut RnnCache,
+        d_output: &[f32],
+        d_final: Option<&States>,
+        grads: &mut [f32],
+        mut d_input: Option<&mut [f32]>,
+        mut d_init: Option<&mut States>,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let (t, b) = (cache.t, cache.b);
+        let (hs, nd, nl) = (cfg.hidden_size, cfg.directions(), cfg.num_layers);
+        let gh = cfg.cell.gates() * hs;
+        let dh = nd * hs;
+        if cache.layers.len() != nl || t == 0 {
+            return shape_err("backward called without a matching forward");
+        }
+        if d_output.len() != t * b * dh {
+            return shape_err(format!("output gradient has {} values, expected {}", d_output.len(), t * b * dh));
+        }
+        if grads.len() != params.len() {
+            return shape_err("gradient buffer and parameter buffer differ in size");
+        }
+        if let Some(s) = d_final {
+            self.check_states(s, b, "final-state gradients")?;
+        }
+        if let Some(di) = d_input.as_deref() {
+            if cache.dense_input.is_empty() || di.len() != t * b * cfg.input_size {
+                return shape_err("input gradient needs a dense input of the same shape");
+            }
+        }
+        let sl = self.state_len(b);
+        if let Some(s) = d_init.as_deref_mut() {
+            reset(&mut s.h, sl);
+            if cfg.cell.states() == 2 {
+                reset(&mut s.c, sl);
+            } else {
+                s.c.clear();
+            }
+        }
+        let RnnCache { lengths, dense_input, tokens, layers, d_out, d_in, d_u, d_v, d_h, d_c, .. } = cache;
+        d_out.clear();
+        d_out.extend_from_slice(d_output);
+        for l in (0..nl).rev() {
+            let input_size = self.dirs[l].input;
+            let need_d_in = l > 0 || d_input.is_some();
+            reset(d_in, if need_d_in { t * b * input_size } else { 0 });
+            let (below, rest) = layers.split_at_mut(l);
+            let lc = &mut rest[0];
+            let x: LayerInput = if l == 0 {
+                if tokens.is_empty() {
+                    LayerInput::Dense(dense_input)
+                } else {
+                    LayerInput::Tokens(tokens)
+                }
+            } else {
+                let prev = &below[l - 1];
+                LayerInput::Dense(if prev.dropped.is_empty() { &prev.out } else { &prev.dropped })
+            };
+            for d in 0..nd {
+                let s = d * nl + l;
+                let p = &self.dirs[s];
+                let dc = &lc.dirs[d];
+                let sr = s * b * hs..(s + 1) * b * hs;
+                reset(d_h, b * hs);
+                reset(d_c, b * hs);
+                if let Some(f) = d_final {
+                    d_h.copy_from_slice(&f.h[sr.clone()]);
+                    if cfg.cell.states() == 2 {
+                        d_c.copy_from_slice(&f.c[sr.clone()]);
+                    }
+                }
+                reset(d_u, t * b * gh);
+                reset(d_v, t * b * gh);
+                let w_hh = &params[p.w_hh.clone()];
+                let col = d * hs;
+                for k in (0..t).rev() {
+                    for bi in 0..b {
+                        let len = lengths[bi];
+                        if k >= len {
+                            continue; // state was copied: gradients pass unchanged
+                        }
+                        let ti = if d == 1 { len - 1 - k } else { k };
+                        let hr = bi * hs..(bi + 1) * hs;
+                        let o = (ti * b + bi) * dh + col;
+                        axpy(&mut d_h[hr.clone()], 1.0, &d_out[o..o + hs]);
+                        let g = (k * b + bi) * gh..(k * b + bi + 1) * gh;
+                        let ur = (ti * b + bi) * gh..(ti * b + bi + 1) * gh;
+                        let sk = k * b * hs + hr.start..k * b * hs + hr.end;
+                        let sk1 = (k + 1) * b * hs + hr.start..(k + 1) * b * hs + hr.end;
+                        match cfg.cell {
+                            CellKind::Lstm => cell::lstm_backward(
+                                &self.fns,
+                                &dc.pre[g.clone()],
+                                &dc.gate[g.clone()],
+                                &dc.c[sk],
+                                &dc.c[sk1],
+                                &d_h[hr.clone()],
+                                &mut d_c[hr.clone()],
+                                &mut d_v[g.clone()],
+                            ),
+                            CellKind::AnnLstm => cell::ann_lstm_backward(
+                                &dc.gate[g.clone()],
+                                &dc.c[sk],
+                                &dc.c[sk1],
+                                &d_h[hr.clone()],
+                                &mut d_c[hr.clone()],
+                                &mut d_v[g.clone()],
+                            ),
+                            CellKind::Rnn => cell::rnn_backward(
+                                &self.fns,
+                                &dc.pre[g.clone()],
+                                &d_h[hr.clone()],
+                                &mut d_v[g.clone()],
+                            ),
+                            CellKind::Gru => {
+                                let vr = (k * b + bi) * hs..(k * b + bi + 1) * hs;
+                                cell::gru_backward(
+                                    &self.fns,
+                                    &dc.pre[g.clone()],
+                                    &dc.gate[g.clone()],
+                                    &dc.vn[vr],
+                                    &dc.h[sk],
+                                    &mut d_h[hr.clone()],
+                                    &mut d_u[ur.clone()],
+                                    &mut d_v[g.clone()],
+                                );
+                            }
+                        }
+                        match cfg.cell {
+                            CellKind::Gru => {}
+                            // LSTM and vanilla RNN: u and v enter as one sum, and h has no direct path.
+                            _ => {
+                                let (dv_row, du_row) = (&d_v[g], &mut d_u[ur]);
+                                du_row.copy_from_slice(dv_row);
+                                d_h[hr].fill(0.0);
+                            }
+                        }
+                    }
+                    // d_h_prev += d_v·W_hh (W_hh stored as [H, G·H]: contiguous dot products).
+                    let dv_k = &d_v[k * b * gh..(k + 1) * b * gh];
+                    if b <= 4 {
+                        for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh)) {
+                            for (j, dhj) in dh_row.iter_mut().enumerate() {
+                                *dhj += dot(&w_hh[j * gh..(j + 1) * gh], dv_row);
+                            }
+                        }
+                    } else {
+                        matmul(d_h, hs, true, Mat::new(dv_k, b, gh), Mat::new(w_hh, hs, gh).t());
+                    }
+                }
+                if let Some(st) = d_init.as_deref_mut() {
+                    st.h[sr.clone()].copy_from_slice(d_h);
+                    if cfg.cell.states() == 2 {
+                        st.c[sr].copy_from_slice(d_c);
+                    }
+                }
+                // Weight gradients for all steps in one product each.
+                let h_prev = &dc.h[..t * b * hs];
+                let g_w_hh = &mut grads[p.w_hh.clone()];
+                if t * b <= 16 {
+                    // Few rows: add only the rows of W_hh whose spike input was non-zero.
+                    outer_acc(g_w_hh, h_prev, hs, d_v, gh);
+                } else {
+                    matmul(g_w_hh, gh, true, Mat::new(h_prev, t * b, hs).t(), Mat::new(d_v, t * b, gh));
+                }
+                if let Some(r) = &p.b_hh {
+                    add_column_sums(&mut grads[r.clone()], d_v, gh);
+                }
+                if let Some(r) = &p.b_ih {
+                    add_column_sums(&mut grads[r.clone()], d_u, gh);
+                }
+                let w_ih = &params[p.w_ih.clone()];
+                match x {
+                    LayerInput::Dense(xd) => {
+                        let g_w_ih = &mut grads[p.w_ih.clone()];
+                        if t * b <= 16 {
+                            outer_acc(g_w_ih, xd, input_size, d_u, gh);
+                        } else {
+                            matmul(g_w_ih, gh, true, Mat::new(xd, t * b, input_size).t(), Mat::new(d_u, t * b, gh));
+                        }
+                        if need_d_in {
+                            matmul(d_in, input_size, true, Mat::new(d_u, t * b, gh), Mat::new(w_ih, input_size, gh).t());
+                        }
+                    }
+                    LayerInput::Tokens(tk) => {
+                        let g_w_ih = &mut grads[p.w_ih.clone()];
+                        for (&tok, du_row) in tk.iter().zip(d_u.chunks_exact(gh)) {
+                            let r = tok as usize * gh;
+                            axpy(&mut g_w_ih[r..r + gh], 1.0, du_row);
+                        }
+                    }
+                }
+            }
+            // The gradient w.r.t. this layer's input is the previous layer's output gradient.
+            if l > 0 {
+                let prev = &below[l - 1];
+                d_out.clear();
+                if prev.mask.is_empty() {
+                    d_out.extend_from_slice(d_in);
+                } else {
+                    let n = prev.mask.len();
+                    d_out.extend(d_in.iter().enumerate().map(|(i, &g)| g * prev.mask[i % n]));
+                }
+            } else if let Some(di) = d_input.as_deref_mut() {
+                di.copy_from_slice(d_in);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum LayerInput<'a> {
+    Dense(&'a [f32]),
+    Tokens(&'a [u32]),
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight partial sums so the compiler can keep them in one SIMD register.
+    let mut acc = [0.0f32; 8];
+    let (ac, ar) = a.split_at(a.len() / 8 * 8);
+    let (bc, br) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
+}
+
+/// `w[k×n] += Σ_r a[r,k]ᵀ · d[r,n]` over rows r, skipping zero entries of `a` (spikes).
+fn outer_acc(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
+    for (a_row, d_row) in a.chunks_exact(k).zip(d.chunks_exact(n)) {
+        for (j, &x) in a_row.iter().enumerate() {
+            if x != 0.0 {
+                axpy(&mut w[j * n..(j + 1) * n], x, d_row);
+            }
+        }
+    }
+}
