@@ -80,6 +80,9 @@ impl RnnConfig {
         }
         self.surrogate1.validate()?;
         if let Some(s2) = &self.surrogate2 {
+            if matches!(self.cell, CellKind::Rnn | CellKind::AnnLstm) {
+                return bad(format!("{} takes no surrogate_function2", self.cell.model_class()));
+            }
             s2.validate()?;
             if s2.spiking != self.surrogate1.spiking {
                 return bad("surrogate_function2 must have the same spiking mode as surrogate_function1".into());

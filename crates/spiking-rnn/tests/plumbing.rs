@@ -1,0 +1,237 @@
+//! The wrapper plumbing checks of SpikingJelly's `test_rnn.py` (spec §5), variable-length
+//! batches against one-by-one runs, and errors instead of panics.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use spiking_rnn::rnn::{Batch, Input, RnnCache, States};
+use spiking_rnn::{CellKind, ParamLayout, RnnConfig, SpikingRnn, Surrogate, SurrogateKind};
+
+/// A vanilla RNN in primitive mode with the identity surrogate and weights that make it the
+/// "accumulating cell" of SpikingJelly's tests: `h' = h + x[..., 0]`.
+fn accumulating(layers: usize, bidir: bool, dropout: f32, invariant: bool) -> (SpikingRnn, Vec<f32>) {
+    let mut cfg = RnnConfig::new(CellKind::Rnn, 1, 1);
+    cfg.num_layers = layers;
+    cfg.bidirectional = bidir;
+    cfg.dropout = dropout;
+    cfg.invariant_dropout_mask = invariant;
+    cfg.surrogate1 = Surrogate::new(SurrogateKind::DeterministicPass).with_spiking(false);
+    let mut layout = ParamLayout::new();
+    let rnn = SpikingRnn::new(cfg, &mut layout, "").unwrap();
+    let mut p = vec![0.0; layout.total];
+    for spec in &layout.specs {
+        let mut data = vec![0.0; spec.len()];
+        if spec.name.ends_with("weight") {
+            data[0] = 1.0; // first input feature, and the recurrent self-weight
+        }
+        layout.import(&mut p, &spec.name, &spec.shape, &data).unwrap();
+    }
+    (rnn, p)
+}
+
+fn run(rnn: &SpikingRnn, p: &[f32], x: &[f32], t: usize, init: Option<&States>, train: bool) -> RnnCache {
+    let mut cache = RnnCache::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let r: Option<&mut dyn rand::RngCore> = if train { Some(&mut rng) } else { None };
+    let b = x.len() / t / rnn.cfg.input_size;
+    rnn.forward(p, Batch { input: Input::Dense(x), t, b, lengths: None }, init, r, &mut cache).unwrap();
+    cache
+}
+
+#[test]
+fn initial_states_of_every_layer_are_used_and_returned() {
+    let (uni, p) = accumulating(2, false, 0.0, false);
+    let init = States { h: vec![1.0, 2.0], c: vec![] };
+    let c = run(&uni, &p, &[0.0; 3], 3, Some(&init), false);
+    assert_eq!(c.final_states.h, vec![1.0, 5.0]);
+
+    let (bi, p) = accumulating(2, true, 0.0, false);
+    let init = States { h: vec![1.0, 2.0, 3.0, 4.0], c: vec![] };
+    let c = run(&bi, &p, &[0.0; 3], 3, Some(&init), false);
+    assert_eq!(c.final_states.h, vec![1.0, 5.0, 3.0, 7.0]);
+    // output = [layer-1 fwd, layer-1 rev] per step
+    assert_eq!(c.output(), &[3.0, 7.0, 4.0, 6.0, 5.0, 5.0]);
+}
+
+#[test]
+fn dropout_between_layers_in_both_mask_modes() {
+    for invariant in [false, true] {
+        let (rnn, p) = accumulating(2, false, 1.0, invariant);
+        let c = run(&rnn, &p, &[1.0; 3], 3, None, true);
+        assert!(c.output().iter().all(|&y| y == 0.0), "p=1 drops everything");
+        assert_eq!(c.final_states.h[1], 0.0);
+        assert_eq!(c.final_states.h[0], 3.0, "the data path is dropped, not the states");
+        // eval mode: no dropout
+        let c = run(&rnn, &p, &[1.0; 3], 3, None, false);
+        assert_eq!(c.output(), &[1.0, 3.0, 6.0]);
+    }
+    // p = 0.5: kept values are scaled by 2; the invariant mask is constant over time.
+    let (rnn, p) = accumulating(2, false, 0.5, true);
+    let c = run(&rnn, &p, &[1.0; 40 * 8], 40, None, true);
+    let out = c.output();
+    let masks: Vec<f32> = out[..8].to_vec(); // layer-1 output at t=0 is m·1
+    assert!(masks.iter().all(|&m| m == 0.0 || m == 2.0) && masks.contains(&0.0) && masks.contains(&2.0));
+    for t in 0..40 {
+        for b in 0..8 {
+            // layer 0 outputs t+1; layer 1 sums m·(s+1) over s ≤ t
+            assert_eq!(out[t * 8 + b], masks[b] * ((t + 1) * (t + 2) / 2) as f32);
+        }
+    }
+    // one layer: silently no dropout
+    let (rnn, p) = accumulating(1, false, 1.0, false);
+    let c = run(&rnn, &p, &[1.0; 3], 3, None, true);
+    assert_eq!(c.output(), &[1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn public_types_shapes_and_input_gradient() {
+    for cell in [CellKind::Rnn, CellKind::Gru, CellKind::Lstm] {
+        for bidir in [false, true] {
+            let mut cfg = RnnConfig::new(cell, 3, 2);
+            cfg.num_layers = 2;
+            cfg.bidirectional = bidir;
+            let mut layout = ParamLayout::new();
+            let rnn = SpikingRnn::new(cfg, &mut layout, "").unwrap();
+            let mut p = vec![0.0; layout.total];
+            rnn.init(&mut p, &mut ChaCha8Rng::seed_from_u64(3));
+            let d = if bidir { 2 } else { 1 };
+            let x: Vec<f32> = (0..4 * 2 * 3).map(|i| ((i * 37) % 11) as f32 / 5.0 - 1.0).collect();
+            let mut c = run(&rnn, &p, &x, 4, None, false);
+            assert_eq!(c.output().len(), 4 * 2 * 2 * d);
+            assert_eq!(c.final_states.h.len(), 2 * d * 2 * 2);
+            assert_eq!(c.final_states.c.len(), if cell == CellKind::Lstm { 2 * d * 2 * 2 } else { 0 });
+            let ones_out = vec![1.0; c.output().len()];
+            let ones_st = States { h: vec![1.0; c.final_states.h.len()], c: vec![1.0; c.final_states.c.len()] };
+            let mut g = vec![0.0; p.len()];
+            let mut dx = vec![f32::NAN; x.len()];
+            rnn.backward(&p, &mut c, &ones_out, Some(&ones_st), &mut g, Some(&mut dx), None).unwrap();
+            assert!(dx.iter().all(|v| v.is_finite()) && dx.iter().any(|&v| v != 0.0), "{cell:?} {bidir}");
+        }
+    }
+}
+
+/// A padded batch with lengths gives exactly what running each sequence alone gives.
+#[test]
+fn variable_length_batch_equals_one_by_one() {
+    for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn, CellKind::AnnLstm] {
+        let (i, h, t) = (3, 4, 6);
+        let lengths = [6usize, 2, 4, 1];
+        let b = lengths.len();
+        let mut cfg = RnnConfig::new(cell, i, h);
+        cfg.num_layers = 2;
+        cfg.bidirectional = true;
+        let mut layout = ParamLayout::new();
+        let rnn = SpikingRnn::new(cfg, &mut layout, "").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut p = vec![0.0; layout.total];
+        rnn.init(&mut p, &mut rng);
+        // make the spikes non-trivial: larger weights
+        p.iter_mut().for_each(|w| *w *= 4.0);
+        let x: Vec<f32> = (0..t * b * i).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let n_st = 4 * b * h;
+        let two = cell.states() == 2;
+        let init = States {
+            h: (0..n_st).map(|_| rng.gen_range(0.0..1.0)).collect(),
+            c: if two { (0..n_st).map(|_| rng.gen_range(0.0..1.0)).collect() } else { vec![] },
+        };
+        let w_out: Vec<f32> = (0..t * b * 2 * h).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let w_fin = States {
+            h: (0..n_st).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+            c: if two { (0..n_st).map(|_| rng.gen_range(-1.0..1.0)).collect() } else { vec![] },
+        };
+        let mut batch_cache = RnnCache::default();
+        let batch = Batch { input: Input::Dense(&x), t, b, lengths: Some(&lengths) };
+        rnn.forward(&p, batch, Some(&init), None, &mut batch_cache).unwrap();
+        let mut g_batch = vec![0.0; p.len()];
+        let mut dx_batch = vec![0.0; x.len()];
+        let mut dinit_batch = States::default();
+        rnn.backward(&p, &mut batch_cache, &w_out, Some(&w_fin), &mut g_batch, Some(&mut dx_batch), Some(&mut dinit_batch))
+            .unwrap();
+
+        let mut g_sum = vec![0.0; p.len()];
+        let pick_state = |s: &States, bi: usize| States {
+            h: (0..4).flat_map(|sl| s.h[(sl * b + bi) * h..(sl * b + bi + 1) * h].to_vec()).collect(),
+            c: if two { (0..4).flat_map(|sl| s.c[(sl * b + bi) * h..(sl * b + bi + 1) * h].to_vec()).collect() } else { vec![] },
+        };
+        for (bi, &len) in lengths.iter().enumerate() {
+            let xs: Vec<f32> = (0..len).flat_map(|ti| x[(ti * b + bi) * i..(ti * b + bi + 1) * i].to_vec()).collect();
+            let ws: Vec<f32> = (0..len).flat_map(|ti| w_out[(ti * b + bi) * 2 * h..(ti * b + bi + 1) * 2 * h].to_vec()).collect();
+            let init1 = pick_state(&init, bi);
+            let mut c = RnnCache::default();
+            rnn.forward(&p, Batch { input: Input::Dense(&xs), t: len, b: 1, lengths: None }, Some(&init1), None, &mut c).unwrap();
+            for ti in 0..t {
+                let got = &batch_cache.output()[(ti * b + bi) * 2 * h..(ti * b + bi + 1) * 2 * h];
+                if ti < len {
+                    assert_eq!(got, &c.output()[ti * 2 * h..(ti + 1) * 2 * h], "{cell:?} b{bi} t{ti}");
+                } else {
+                    assert!(got.iter().all(|&v| v == 0.0), "padding outputs are zero");
+                }
+            }
+            let fin = pick_state(&batch_cache.final_states, bi);
+            assert_eq!(fin, c.final_states, "{cell:?} final states of b{bi}");
+            let mut g = vec![0.0; p.len()];
+            let mut dx = vec![0.0; xs.len()];
+            let mut di = States::default();
+            rnn.backward(&p, &mut c, &ws, Some(&pick_state(&w_fin, bi)), &mut g, Some(&mut dx), Some(&mut di)).unwrap();
+            g_sum.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+            for ti in 0..t {
+                let got = &dx_batch[(ti * b + bi) * i..(ti * b + bi + 1) * i];
+                for k in 0..i {
+                    let want = if ti < len { dx[ti * i + k] } else { 0.0 };
+                    assert!((got[k] - want).abs() < 1e-5, "{cell:?} dx b{bi} t{ti}: {} vs {want}", got[k]);
+                }
+            }
+            let dib = pick_state(&dinit_batch, bi);
+            for (a, b2) in dib.h.iter().chain(&dib.c).zip(di.h.iter().chain(&di.c)) {
+                assert!((a - b2).abs() < 1e-5, "{cell:?} d_init b{bi}");
+            }
+        }
+        for (k, (a, b2)) in g_batch.iter().zip(&g_sum).enumerate() {
+            assert!((a - b2).abs() < 1e-4 * (1.0 + b2.abs()), "{cell:?} param grad {k}: {a} vs {b2}");
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    let mut layout = ParamLayout::new();
+    let rnn = SpikingRnn::new(RnnConfig::new(CellKind::Lstm, 3, 2), &mut layout, "").unwrap();
+    let p = vec![0.0; layout.total];
+    let mut c = RnnCache::default();
+    let x = vec![0.0; 2 * 3];
+    let f = |batch: Batch, init: Option<&States>, c: &mut RnnCache| rnn.forward(&p, batch, init, None, c);
+    assert!(f(Batch { input: Input::Dense(&[]), t: 0, b: 1, lengths: None }, None, &mut c).is_err());
+    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 2, lengths: None }, None, &mut c).is_err());
+    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: Some(&[3]) }, None, &mut c).is_err());
+    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: Some(&[0]) }, None, &mut c).is_err());
+    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: Some(&[1, 1]) }, None, &mut c).is_err());
+    assert!(f(Batch { input: Input::Tokens(&[0, 3]), t: 2, b: 1, lengths: None }, None, &mut c).is_err());
+    let only_h = States { h: vec![0.0; 2], c: vec![] };
+    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: None }, Some(&only_h), &mut c).is_err());
+    // backward before any forward, or with a wrong gradient shape
+    let mut g = vec![0.0; p.len()];
+    assert!(rnn.backward(&p, &mut RnnCache::default(), &[0.0; 4], None, &mut g, None, None).is_err());
+    f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: None }, None, &mut c).unwrap();
+    assert!(rnn.backward(&p, &mut c, &[0.0; 3], None, &mut g, None, None).is_err());
+    // configurations SpikingJelly rejects
+    let mut cfg = RnnConfig::new(CellKind::Lstm, 3, 2);
+    cfg.surrogate2 = Some(Surrogate::default().with_spiking(false));
+    assert!(SpikingRnn::new(cfg, &mut ParamLayout::new(), "").is_err());
+    let mut cfg = RnnConfig::new(CellKind::Gru, 3, 2);
+    cfg.num_layers = 0;
+    assert!(SpikingRnn::new(cfg, &mut ParamLayout::new(), "").is_err());
+}
+
+#[test]
+fn state_dict_names_and_shapes() {
+    let mut cfg = RnnConfig::new(CellKind::Lstm, 58, 256);
+    cfg.num_layers = 2;
+    cfg.bidirectional = true;
+    let mut layout = ParamLayout::new();
+    SpikingRnn::new(cfg, &mut layout, "lstm.").unwrap();
+    let names: Vec<String> = layout.specs.iter().map(|s| format!("{} {:?}", s.name, s.shape)).collect();
+    assert_eq!(names[0], "lstm.cells.0.linear_ih.weight [1024, 58]");
+    assert_eq!(names[4], "lstm.cells.1.linear_ih.weight [1024, 512]");
+    assert_eq!(names[8], "lstm.cells_reverse.0.linear_ih.weight [1024, 58]");
+    assert_eq!(names[15], "lstm.cells_reverse.1.linear_hh.bias [1024]");
+    assert_eq!(names.len(), 16);
+}
