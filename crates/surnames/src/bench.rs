@@ -1,0 +1,156 @@
+//! Throughput of the tutorial model (I=58, H=256, 18 classes, MSE, Adam, spiking LSTM, clamp on).
+//! Each measurement runs for a fixed wall-time budget several times; the median is reported.
+
+use anyhow::Result;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use spiking_rnn::optim::Adam;
+use spiking_rnn::{CellKind, ClassifierConfig, LossKind, RnnConfig, SeqClassifier};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub key: String,
+    /// Median over the rounds.
+    pub value: f64,
+    pub unit: String,
+    pub rounds: Vec<f64>,
+    pub threads: usize,
+}
+
+pub fn tutorial_model(hidden: usize) -> Result<SeqClassifier> {
+    Ok(SeqClassifier::new(ClassifierConfig {
+        rnn: RnnConfig::new(CellKind::Lstm, surnames_data::N_LETTERS, hidden),
+        num_classes: 18,
+    })?)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Runs `step` (which processes `items` items) repeatedly for `budget`, `rounds` times.
+fn measure(rounds: usize, budget: Duration, items: usize, mut step: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..3 {
+        step()?; // warm-up: caches, allocations, thread pool
+    }
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let mut n = 0usize;
+        while start.elapsed() < budget {
+            step()?;
+            n += items;
+        }
+        out.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+    Ok(out)
+}
+
+fn random_names(rng: &mut ChaCha8Rng, n: usize, len: usize) -> Vec<Vec<u32>> {
+    (0..n).map(|_| (0..len).map(|_| rng.gen_range(0..58)).collect()).collect()
+}
+
+/// What to measure.
+pub struct BenchOptions {
+    pub rounds: usize,
+    pub budget: Duration,
+    pub threads: usize,
+    /// Real training names (letter indices, labels) for `train_batched_names_per_s`.
+    pub names: Option<(Vec<Vec<u32>>, Vec<usize>)>,
+    /// Only the measurements whose key contains this text.
+    pub only: Option<String>,
+}
+
+pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
+    let model = tutorial_model(256)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut results = Vec::new();
+    let mut push = |key: &str, rounds: Vec<f64>, unit: &str, threads: usize| {
+        results.push(BenchResult { key: key.into(), value: median(&rounds), unit: unit.into(), rounds, threads });
+    };
+    let kind = LossKind::Mse;
+
+    let want = |key: &str| opts.only.as_deref().map_or(true, |o| key.contains(o));
+    // Batch 1, T = 7, one thread: the tutorial's training step.
+    if want("train_b1_steps_per_s") {
+        let mut params = model.init_params(1);
+        let mut adam = Adam::new(params.len(), 1e-4);
+        let mut ws = vec![model.workspace(0)];
+        let names = random_names(&mut rng, 64, 7);
+        let mut i = 0;
+        let r = measure(opts.rounds, opts.budget, 1, || {
+            let seq: &[u32] = &names[i % names.len()];
+            model.batch_grad(&params, &[seq], &[i % 18], &kind, &mut ws)?;
+            adam.step(&mut params, &ws[0].grads);
+            i += 1;
+            Ok(())
+        })?;
+        push("train_b1_steps_per_s", r, "steps/s", 1);
+    }
+    // Batch 1 inference, one thread.
+    if want("infer_b1_seqs_per_s") {
+        let params = model.init_params(1);
+        let mut ws = model.workspace(0);
+        let names = random_names(&mut rng, 64, 7);
+        let mut i = 0;
+        let r = measure(opts.rounds, opts.budget, 1, || {
+            model.forward(&params, &[&names[i % names.len()]], &mut ws, false)?;
+            i += 1;
+            Ok(())
+        })?;
+        push("infer_b1_seqs_per_s", r, "seqs/s", 1);
+    }
+    // Batch 64, T = 10, all threads.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build()?;
+    if want("train_b64_seqs_per_s") {
+        let mut params = model.init_params(1);
+        let mut adam = Adam::new(params.len(), 1e-4);
+        let mut ws: Vec<_> = (0..opts.threads).map(|k| model.workspace(k as u64)).collect();
+        let names = random_names(&mut rng, 64, 10);
+        let refs: Vec<&[u32]> = names.iter().map(|n| n.as_slice()).collect();
+        let labels: Vec<usize> = (0..64).map(|i| i % 18).collect();
+        let r = pool.install(|| {
+            measure(opts.rounds, opts.budget, 64, || {
+                model.batch_grad(&params, &refs, &labels, &kind, &mut ws)?;
+                adam.step(&mut params, &ws[0].grads);
+                Ok(())
+            })
+        })?;
+        push("train_b64_seqs_per_s", r, "seqs/s", opts.threads);
+    }
+    // Real names, batches of 64 with their natural lengths, all threads.
+    if let Some((names, labels)) = opts.names.as_ref().filter(|_| want("train_batched_names_per_s")) {
+        let mut params = model.init_params(1);
+        let mut adam = Adam::new(params.len(), 1e-4);
+        let mut ws: Vec<_> = (0..opts.threads).map(|k| model.workspace(k as u64)).collect();
+        let ce = LossKind::CrossEntropy { class_weights: None };
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        let mut pos = 0;
+        let r = pool.install(|| {
+            measure(opts.rounds, opts.budget, 64, || {
+                if pos + 64 > order.len() {
+                    pos = 0;
+                    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+                }
+                let idx = &order[pos..pos + 64];
+                pos += 64;
+                let refs: Vec<&[u32]> = idx.iter().map(|&i| names[i].as_slice()).collect();
+                let ys: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+                model.batch_grad(&params, &refs, &ys, &ce, &mut ws)?;
+                adam.step(&mut params, &ws[0].grads);
+                Ok(())
+            })
+        })?;
+        push("train_batched_names_per_s", r, "names/s", opts.threads);
+    }
+    Ok(results)
+}
