@@ -90,12 +90,12 @@ pub fn lstm_forward(
     h: &mut [f32],
 ) {
     let hs = c.len();
-    for k in 0..4 * hs {
-        let a = u[k] + v[k];
-        pre[k] = a;
-        let s = if k / hs == 2 { &f.s2 } else { &f.s1 };
-        gate[k] = s.forward(a);
+    for ((p, &u), &v) in pre.iter_mut().zip(u).zip(v) {
+        *p = u + v;
     }
+    f.s1.forward_slice(&pre[..2 * hs], &mut gate[..2 * hs]);
+    f.s2.forward_slice(&pre[2 * hs..3 * hs], &mut gate[2 * hs..3 * hs]);
+    f.s1.forward_slice(&pre[3 * hs..], &mut gate[3 * hs..]);
     let (i, rest) = gate.split_at(hs);
     let (fg, rest) = rest.split_at(hs);
     let (g, o) = rest.split_at(hs);
@@ -126,12 +126,15 @@ pub fn lstm_backward(
     for j in 0..hs {
         let (i, fg, g, o) = (gate[j], gate[hs + j], gate[2 * hs + j], gate[3 * hs + j]);
         let dct = dc[j] + dh[j] * o;
-        du[j] = dct * g * f.s1.grad(pre[j]);
-        du[hs + j] = dct * c_prev[j] * f.s1.grad(pre[hs + j]);
-        du[2 * hs + j] = dct * i * f.s2.grad(pre[2 * hs + j]);
-        du[3 * hs + j] = dh[j] * c[j] * f.s1.grad(pre[3 * hs + j]);
+        du[j] = dct * g;
+        du[hs + j] = dct * c_prev[j];
+        du[2 * hs + j] = dct * i;
+        du[3 * hs + j] = dh[j] * c[j];
         dc[j] = dct * fg;
     }
+    f.s1.mul_grad_slice(&pre[..2 * hs], &mut du[..2 * hs]);
+    f.s2.mul_grad_slice(&pre[2 * hs..3 * hs], &mut du[2 * hs..3 * hs]);
+    f.s1.mul_grad_slice(&pre[3 * hs..], &mut du[3 * hs..]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,17 +256,16 @@ pub fn gru_backward(
 
 /// u, v, pre, h: [H].
 pub fn rnn_forward(f: &CellFns, u: &[f32], v: &[f32], pre: &mut [f32], h: &mut [f32]) {
-    for j in 0..h.len() {
-        pre[j] = u[j] + v[j];
-        h[j] = f.s1.forward(pre[j]);
+    for ((p, &u), &v) in pre.iter_mut().zip(u).zip(v) {
+        *p = u + v;
     }
+    f.s1.forward_slice(pre, h);
 }
 
 /// dh: [H] gradient w.r.t. h'; du: gradient w.r.t. the pre-activation [H].
 pub fn rnn_backward(f: &CellFns, pre: &[f32], dh: &[f32], du: &mut [f32]) {
-    for j in 0..dh.len() {
-        du[j] = dh[j] * f.s1.grad(pre[j]);
-    }
+    du.copy_from_slice(dh);
+    f.s1.mul_grad_slice(pre, du);
 }
 
 #[cfg(test)]

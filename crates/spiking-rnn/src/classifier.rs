@@ -41,6 +41,9 @@ pub struct Workspace {
     d_out: Vec<f32>,
     /// This worker's gradient buffer.
     pub grads: Vec<f32>,
+    /// `grads` is known to be all zeros (set by [`Workspace::apply_adam`]), so the next batch
+    /// need not clear it.
+    grads_clean: bool,
     /// This worker's dropout randomness.
     pub rng: ChaCha8Rng,
 }
@@ -52,6 +55,25 @@ impl Workspace {
     }
     pub fn logits(&self) -> &[f32] {
         &self.logits
+    }
+
+    fn clear_grads(&mut self) {
+        if !self.grads_clean {
+            self.grads.fill(0.0);
+        }
+        self.grads_clean = false;
+    }
+
+    /// Applies one Adam step with this workspace's gradients (as left by
+    /// [`SeqClassifier::batch_grad`] in the first workspace) and clears them in the same pass;
+    /// `threads > 1` splits the update over cores.
+    pub fn apply_adam(&mut self, adam: &mut crate::optim::Adam, params: &mut [f32], threads: usize) {
+        if threads > 1 {
+            adam.par_step_and_zero_grads(params, &mut self.grads, threads);
+        } else {
+            adam.step_and_zero_grads(params, &mut self.grads);
+        }
+        self.grads_clean = true;
     }
 }
 
@@ -106,6 +128,7 @@ impl SeqClassifier {
             d_feat: Vec::new(),
             d_out: Vec::new(),
             grads: vec![0.0; self.layout.total],
+            grads_clean: true,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
     }
@@ -212,8 +235,8 @@ impl SeqClassifier {
     }
 
     /// Gradient of the mean loss over a batch, split into `workspaces.len()` contiguous chunks run
-    /// in parallel (one workspace per chunk); the result is written to `grads`. Deterministic for a
-    /// given number of workspaces.
+    /// in parallel (one workspace per chunk); the result is left in `workspaces[0].grads`.
+    /// Deterministic for a given number of workspaces.
     pub fn batch_grad(
         &self,
         params: &[f32],
@@ -221,29 +244,28 @@ impl SeqClassifier {
         labels: &[usize],
         kind: &LossKind,
         workspaces: &mut [Workspace],
-        grads: &mut [f32],
     ) -> Result<(f32, usize)> {
         let norm = self.loss_norm(kind, labels);
         let n = workspaces.len().clamp(1, seqs.len().max(1));
         let chunk = seqs.len().div_ceil(n);
         let results: Vec<Result<(f32, usize)>> = if n == 1 {
             let ws = &mut workspaces[0];
-            ws.grads.fill(0.0);
+            ws.clear_grads();
             vec![self.loss_and_grad(params, seqs, labels, kind, norm, ws)]
         } else {
             workspaces[..n]
                 .par_iter_mut()
                 .zip(seqs.par_chunks(chunk).zip(labels.par_chunks(chunk)))
                 .map(|(ws, (s, y))| {
-                    ws.grads.fill(0.0);
+                    ws.clear_grads();
                     self.loss_and_grad(params, s, y, kind, norm, ws)
                 })
                 .collect()
         };
         let used = results.len();
-        grads.copy_from_slice(&workspaces[0].grads);
-        for ws in &workspaces[1..used] {
-            crate::linalg::axpy(grads, 1.0, &ws.grads);
+        let (first, others) = workspaces.split_at_mut(1);
+        for ws in &others[..used - 1] {
+            crate::linalg::axpy(&mut first[0].grads, 1.0, &ws.grads);
         }
         let mut total = (0.0, 0);
         for r in results {

@@ -76,12 +76,83 @@ pub fn matmul(c: &mut [f32], c_rs: usize, accumulate: bool, a: Mat, b: Mat) {
 /// weighted by the non-zero entries of `a`. For spike inputs most entries are 0 and are skipped.
 pub fn rows_matmul(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32], b_rs: usize) {
     for (c_row, a_row) in c.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
+        let mut sum = RowSum::new(c_row);
         for (j, &w) in a_row.iter().enumerate() {
             if w != 0.0 {
-                axpy(c_row, w, &b[j * b_rs..j * b_rs + n]);
+                sum.add(w, &b[j * b_rs..j * b_rs + n]);
             }
         }
+        sum.finish();
     }
+}
+
+/// `w[k×n] += aᵀ · d` for `a` `[r×k]` and `d` `[r×n]` row-major: row `j` of `w` gets the rows of
+/// `d` weighted by column `j` of `a`, skipping zeros (spikes). Each row of `w` is visited once.
+pub fn outer_acc(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
+    let rows = a.len() / k;
+    for (j, w_row) in w.chunks_exact_mut(n).enumerate().take(k) {
+        let mut sum = RowSum::new(w_row);
+        for r in 0..rows {
+            let x = a[r * k + j];
+            if x != 0.0 {
+                sum.add(x, &d[r * n..(r + 1) * n]);
+            }
+        }
+        sum.finish();
+    }
+}
+
+/// Adds weighted rows into an accumulator row four at a time, so the accumulator is loaded and
+/// stored once per four rows instead of once per row.
+struct RowSum<'a, 'b> {
+    acc: &'a mut [f32],
+    pending: [(f32, &'b [f32]); 4],
+    count: usize,
+}
+
+impl<'a, 'b> RowSum<'a, 'b> {
+    fn new(acc: &'a mut [f32]) -> Self {
+        Self { acc, pending: [(0.0, &[]); 4], count: 0 }
+    }
+
+    #[inline]
+    fn add(&mut self, w: f32, row: &'b [f32]) {
+        self.pending[self.count] = (w, row);
+        self.count += 1;
+        if self.count == 4 {
+            let [(w0, r0), (w1, r1), (w2, r2), (w3, r3)] = self.pending;
+            let n = self.acc.len();
+            let (r0, r1, r2, r3) = (&r0[..n], &r1[..n], &r2[..n], &r3[..n]);
+            for i in 0..n {
+                self.acc[i] += w0 * r0[i] + w1 * r1[i] + w2 * r2[i] + w3 * r3[i];
+            }
+            self.count = 0;
+        }
+    }
+
+    fn finish(self) {
+        for &(w, row) in &self.pending[..self.count] {
+            axpy(self.acc, w, row);
+        }
+    }
+}
+
+/// `Σ a[i]·b[i]` with 32 independent partial sums, so the additions do not wait on each other.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const W: usize = 32;
+    let n = a.len().min(b.len()) / W * W;
+    let mut acc = [0.0f32; W];
+    for (x, y) in a[..n].chunks_exact(W).zip(b[..n].chunks_exact(W)) {
+        for i in 0..W {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in a[n..].iter().zip(&b[n..]) {
+        s += x * y;
+    }
+    s
 }
 
 /// `y += a·x`.
@@ -139,5 +210,14 @@ mod tests {
         let mut c3 = vec![0.0; 15];
         rows_matmul(&mut c3, 5, &a, 4, &b, 5);
         assert_eq!(c3, naive(am, bm));
+        // outer_acc = aᵀ·d, with enough non-zeros per column to use the four-row path
+        let a2: Vec<f32> = (0..6 * 3).map(|x| if x % 4 == 0 { 0.0 } else { (x % 5) as f32 }).collect();
+        let d: Vec<f32> = (0..6 * 5).map(|x| x as f32 * 0.25 - 3.0).collect();
+        let mut w = vec![1.0; 15];
+        outer_acc(&mut w, &a2, 3, &d, 5);
+        let want: Vec<f32> = naive(Mat::new(&a2, 6, 3).t(), Mat::new(&d, 6, 5)).iter().map(|x| x + 1.0).collect();
+        assert_eq!(w, want);
+        let x: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();
+        assert_eq!(dot(&x, &x), x.iter().map(|v| v * v).sum::<f32>());
     }
 }

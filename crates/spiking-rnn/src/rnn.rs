@@ -10,7 +10,7 @@
 //! result equals running each sequence alone, gradients included.
 
 use crate::cell::{self, CellFns, CellKind};
-use crate::linalg::{add_column_sums, axpy, matmul, rows_matmul, Mat};
+use crate::linalg::{add_column_sums, axpy, dot, matmul, outer_acc, rows_matmul, Mat};
 use crate::params::ParamLayout;
 use crate::surrogate::Surrogate;
 use crate::{shape_err, Error, Result};
@@ -177,8 +177,14 @@ struct DirCache {
     v: Vec<f32>,
 }
 
+/// Length `n`, all zeros.
 fn reset(v: &mut Vec<f32>, n: usize) {
     v.clear();
+    v.resize(n, 0.0);
+}
+
+/// Length `n`, contents unspecified (for buffers whose every read entry is written first).
+fn size(v: &mut Vec<f32>, n: usize) {
     v.resize(n, 0.0);
 }
 
@@ -193,8 +199,8 @@ impl RnnCache {
     pub fn dims(&self) -> (usize, usize) {
         (self.t, self.b)
     }
-    /// Spike-function outputs of direction-layer `s`, processing order `[T, B, G·H]`; entries at
-    /// steps past a sequence's end are 0 (use [`Self::lengths`] to count valid steps).
+    /// Spike-function outputs of one direction-layer, processing order `[T, B, G·H]`; entries at
+    /// steps past a sequence's end are unspecified (use [`Self::lengths`] to skip them).
     pub fn gates(&self, layer: usize, direction: usize) -> &[f32] {
         &self.layers[layer].dirs[direction].gate
     }
@@ -415,7 +421,7 @@ impl SpikingRnn {
         let w_hh = &params[p.w_hh.clone()];
 
         // u = x·W_ihᵀ + b_ih for all steps at once.
-        reset(&mut dc.u, t * b * gh);
+        size(&mut dc.u, t * b * gh);
         match x {
             LayerInput::Dense(x) => {
                 matmul(&mut dc.u, gh, false, Mat::new(x, t * b, p.input), Mat::new(w_ih, p.input, gh))
@@ -433,22 +439,31 @@ impl SpikingRnn {
             }
         }
 
-        reset(&mut dc.pre, t * b * gh);
-        reset(&mut dc.gate, t * b * gh);
-        reset(&mut dc.h, (t + 1) * b * hs);
+        // pre/gate/vn entries past a sequence's end are never read; h and c rows are all written.
+        size(&mut dc.pre, t * b * gh);
+        size(&mut dc.gate, t * b * gh);
+        size(&mut dc.h, (t + 1) * b * hs);
         if two_states {
-            reset(&mut dc.c, (t + 1) * b * hs);
+            size(&mut dc.c, (t + 1) * b * hs);
         }
         if cfg.cell == CellKind::Gru {
-            reset(&mut dc.vn, t * b * hs);
+            size(&mut dc.vn, t * b * hs);
         }
-        if let Some((h0, c0)) = init {
-            dc.h[..b * hs].copy_from_slice(h0);
-            if two_states {
-                dc.c[..b * hs].copy_from_slice(c0);
+        match init {
+            Some((h0, c0)) => {
+                dc.h[..b * hs].copy_from_slice(h0);
+                if two_states {
+                    dc.c[..b * hs].copy_from_slice(c0);
+                }
+            }
+            None => {
+                dc.h[..b * hs].fill(0.0);
+                if two_states {
+                    dc.c[..b * hs].fill(0.0);
+                }
             }
         }
-        reset(&mut dc.v, b * gh);
+        size(&mut dc.v, b * gh);
 
         for k in 0..t {
             // v = h·W_hhᵀ + b_hh for the whole batch.
@@ -654,6 +669,10 @@ impl SpikingRnn {
                         }
                     }
                     // d_h_prev += d_v·W_hh (W_hh stored as [H, G·H]: contiguous dot products).
+                    // Before step 0 it only feeds the initial-state gradient.
+                    if k == 0 && d_init.is_none() {
+                        continue;
+                    }
                     let dv_k = &d_v[k * b * gh..(k + 1) * b * gh];
                     if b <= 4 {
                         for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh)) {
@@ -732,31 +751,3 @@ enum LayerInput<'a> {
     Tokens(&'a [u32]),
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so the compiler can keep them in one SIMD register.
-    let mut acc = [0.0f32; 8];
-    let (ac, ar) = a.split_at(a.len() / 8 * 8);
-    let (bc, br) = b.split_at(ac.len());
-    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ar.iter().zip(br) {
-        s += x * y;
-    }
-    s
-}
-
-/// `w[k×n] += Σ_r a[r,k]ᵀ · d[r,n]` over rows r, skipping zero entries of `a` (spikes).
-fn outer_acc(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
-    for (a_row, d_row) in a.chunks_exact(k).zip(d.chunks_exact(n)) {
-        for (j, &x) in a_row.iter().enumerate() {
-            if x != 0.0 {
-                axpy(&mut w[j * n..(j + 1) * n], x, d_row);
-            }
-        }
-    }
-}

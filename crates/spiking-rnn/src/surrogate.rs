@@ -313,6 +313,44 @@ impl Surrogate {
         }
     }
 
+    /// `out = forward(x)` over a slice (the family dispatch is hoisted out of the loop so the
+    /// Heaviside case compiles to SIMD compares).
+    pub fn forward_slice(&self, x: &[f32], out: &mut [f32]) {
+        if self.spiking {
+            for (o, &x) in out.iter_mut().zip(x) {
+                *o = if x >= 0.0 { 1.0 } else { 0.0 };
+            }
+        } else {
+            for (o, &x) in out.iter_mut().zip(x) {
+                *o = self.primitive(x);
+            }
+        }
+    }
+
+    /// `d *= grad(x)` over a slice; the common families get their own loop.
+    pub fn mul_grad_slice(&self, x: &[f32], d: &mut [f32]) {
+        let a = self.alpha;
+        match self.kind {
+            SurrogateKind::Erf => {
+                let c = a / PI.sqrt();
+                for (d, &x) in d.iter_mut().zip(x) {
+                    *d *= c * (-(a * x) * (a * x)).exp();
+                }
+            }
+            SurrogateKind::ATan => {
+                let k = PI / 2.0 * a;
+                for (d, &x) in d.iter_mut().zip(x) {
+                    *d *= a / 2.0 / (1.0 + (k * x) * (k * x));
+                }
+            }
+            _ => {
+                for (d, &x) in d.iter_mut().zip(x) {
+                    *d *= self.grad(x);
+                }
+            }
+        }
+    }
+
     /// The smooth primitive g(x). Families without one (checked by `validate`) return Θ(x).
     pub fn primitive(&self, x: f32) -> f32 {
         let a = self.alpha;
@@ -440,6 +478,27 @@ mod tests {
                 let fd = (s.primitive(x + eps) - s.primitive(x - eps)) / (2.0 * eps);
                 let g = Surrogate::new(k).grad(x);
                 assert!((fd - g).abs() < 2e-3 * (1.0 + g.abs()), "{k:?} at {x}: fd {fd} vs {g}");
+            }
+        }
+    }
+
+    #[test]
+    fn slice_versions_agree_with_scalar() {
+        let xs: Vec<f32> = (-20..=20).map(|i| i as f32 * 0.1).collect();
+        for k in SurrogateKind::ALL {
+            for spiking in [true, false] {
+                let s = Surrogate::new(k).with_spiking(spiking);
+                if s.validate().is_err() {
+                    continue;
+                }
+                let mut f = vec![0.0; xs.len()];
+                s.forward_slice(&xs, &mut f);
+                let mut g = vec![2.0; xs.len()];
+                s.mul_grad_slice(&xs, &mut g);
+                for (i, &x) in xs.iter().enumerate() {
+                    assert_eq!(f[i], s.forward(x), "{k:?}");
+                    assert!((g[i] - 2.0 * s.grad(x)).abs() <= 1e-6 * (1.0 + g[i].abs()), "{k:?}");
+                }
             }
         }
     }

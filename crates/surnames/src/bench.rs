@@ -90,7 +90,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         let r = measure(opts.rounds, opts.budget, 1, || {
             let seq: &[u32] = &names[i % names.len()];
             model.batch_grad(&params, &[seq], &[i % 18], &kind, &mut ws)?;
-            adam.step(&mut params, &ws[0].grads);
+            ws[0].apply_adam(&mut adam, &mut params, 1);
             i += 1;
             Ok(())
         })?;
@@ -121,7 +121,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         let r = pool.install(|| {
             measure(opts.rounds, opts.budget, 64, || {
                 model.batch_grad(&params, &refs, &labels, &kind, &mut ws)?;
-                adam.step(&mut params, &ws[0].grads);
+                ws[0].apply_adam(&mut adam, &mut params, opts.threads);
                 Ok(())
             })
         })?;
@@ -146,7 +146,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
                 let refs: Vec<&[u32]> = idx.iter().map(|&i| names[i].as_slice()).collect();
                 let ys: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
                 model.batch_grad(&params, &refs, &ys, &ce, &mut ws)?;
-                adam.step(&mut params, &ws[0].grads);
+                ws[0].apply_adam(&mut adam, &mut params, opts.threads);
                 Ok(())
             })
         })?;
