@@ -52,7 +52,9 @@ impl CellKind {
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Lstm, Self::Gru, Self::Rnn, Self::AnnLstm].into_iter().find(|k| k.name() == s)
+        [Self::Lstm, Self::Gru, Self::Rnn, Self::AnnLstm]
+            .into_iter()
+            .find(|k| k.name() == s)
     }
     /// SpikingJelly model class name.
     pub fn model_class(self) -> &'static str {
@@ -273,7 +275,11 @@ mod tests {
     use super::*;
 
     fn fns(clamp: bool) -> CellFns {
-        CellFns { s1: Surrogate::default(), s2: Surrogate::default(), clamp }
+        CellFns {
+            s1: Surrogate::default(),
+            s2: Surrogate::default(),
+            clamp,
+        }
     }
 
     /// Hand-computed: all gates fire on zero pre-activation (Θ(0) = 1), c = 1·1 + 1·1 = 2.
@@ -282,15 +288,51 @@ mod tests {
         let u = [0.0; 4];
         let v = [0.0; 4];
         let (mut pre, mut gate, mut c, mut h) = ([0.0; 4], [0.0; 4], [0.0], [0.0]);
-        lstm_forward(&fns(true), &u, &v, &[1.0], &mut pre, &mut gate, &mut c, &mut h);
+        lstm_forward(
+            &fns(true),
+            &u,
+            &v,
+            &[1.0],
+            &mut pre,
+            &mut gate,
+            &mut c,
+            &mut h,
+        );
         assert_eq!((gate, c[0], h[0]), ([1.0; 4], 1.0, 1.0));
-        lstm_forward(&fns(false), &u, &v, &[1.0], &mut pre, &mut gate, &mut c, &mut h);
+        lstm_forward(
+            &fns(false),
+            &u,
+            &v,
+            &[1.0],
+            &mut pre,
+            &mut gate,
+            &mut c,
+            &mut h,
+        );
         assert_eq!((c[0], h[0]), (2.0, 2.0));
         // Straight-through cap: dc_prev = dc·f = 1 even though the cap was active.
         let mut dc = [1.0];
         let mut du = [0.0; 4];
-        lstm_forward(&fns(true), &u, &v, &[1.0], &mut pre, &mut gate, &mut c, &mut h);
-        lstm_backward(&fns(true), &pre, &gate, &[1.0], &c, &[0.0], &mut dc, &mut du);
+        lstm_forward(
+            &fns(true),
+            &u,
+            &v,
+            &[1.0],
+            &mut pre,
+            &mut gate,
+            &mut c,
+            &mut h,
+        );
+        lstm_backward(
+            &fns(true),
+            &pre,
+            &gate,
+            &[1.0],
+            &c,
+            &[0.0],
+            &mut dc,
+            &mut du,
+        );
         assert_eq!(dc[0], 1.0);
         let g0 = Surrogate::default().grad(0.0);
         assert_eq!(du, [g0, g0, g0, 0.0]);
@@ -302,7 +344,16 @@ mod tests {
         let u = [0.0, -1.0, -0.5];
         let v = [0.0, 0.0, 1.0];
         let (mut pre, mut gate, mut vn, mut h) = ([0.0; 3], [0.0; 3], [0.0], [0.0]);
-        gru_forward(&fns(true), &u, &v, &[0.0], &mut pre, &mut gate, &mut vn, &mut h);
+        gru_forward(
+            &fns(true),
+            &u,
+            &v,
+            &[0.0],
+            &mut pre,
+            &mut gate,
+            &mut vn,
+            &mut h,
+        );
         assert_eq!((gate, pre[2], h[0]), ([1.0, 0.0, 1.0], 0.5, 1.0));
         let (mut pre1, mut h1) = ([0.0], [0.0]);
         rnn_forward(&fns(true), &[-0.25], &[0.25], &mut pre1, &mut h1);

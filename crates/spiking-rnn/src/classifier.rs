@@ -67,7 +67,12 @@ impl Workspace {
     /// Applies one Adam step with this workspace's gradients (as left by
     /// [`SeqClassifier::batch_grad`] in the first workspace) and clears them in the same pass;
     /// `threads > 1` splits the update over cores.
-    pub fn apply_adam(&mut self, adam: &mut crate::optim::Adam, params: &mut [f32], threads: usize) {
+    pub fn apply_adam(
+        &mut self,
+        adam: &mut crate::optim::Adam,
+        params: &mut [f32],
+        threads: usize,
+    ) {
         if threads > 1 {
             adam.par_step_and_zero_grads(params, &mut self.grads, threads);
         } else {
@@ -89,7 +94,9 @@ impl SeqClassifier {
     /// cells), `fc.weight`, `fc.bias`.
     pub fn new(cfg: ClassifierConfig) -> Result<Self> {
         if cfg.num_classes < 2 {
-            return Err(Error::Config("a classifier needs at least 2 classes".into()));
+            return Err(Error::Config(
+                "a classifier needs at least 2 classes".into(),
+            ));
         }
         let mut layout = ParamLayout::new();
         let prefix = match cfg.rnn.cell {
@@ -100,7 +107,12 @@ impl SeqClassifier {
         };
         let rnn = SpikingRnn::new(cfg.rnn.clone(), &mut layout, prefix)?;
         let fc = Linear::new(cfg.rnn.output_size(), cfg.num_classes, &mut layout, "fc.");
-        Ok(Self { cfg, rnn, fc, layout })
+        Ok(Self {
+            cfg,
+            rnn,
+            fc,
+            layout,
+        })
     }
 
     pub fn num_params(&self) -> usize {
@@ -114,6 +126,13 @@ impl SeqClassifier {
         self.rnn.init(&mut p, &mut rng);
         self.fc.init(&mut p, &mut rng);
         p
+    }
+
+    /// A workspace for forward passes only (no gradient buffer).
+    pub fn inference_workspace(&self) -> Workspace {
+        let mut ws = self.workspace(0);
+        ws.grads = Vec::new();
+        ws
     }
 
     pub fn workspace(&self, seed: u64) -> Workspace {
@@ -134,9 +153,19 @@ impl SeqClassifier {
     }
 
     /// Forward over sequences of letter indices (each non-empty). `train`: apply dropout.
-    pub fn forward(&self, params: &[f32], seqs: &[&[u32]], ws: &mut Workspace, train: bool) -> Result<()> {
+    pub fn forward(
+        &self,
+        params: &[f32],
+        seqs: &[&[u32]],
+        ws: &mut Workspace,
+        train: bool,
+    ) -> Result<()> {
         if params.len() != self.layout.total {
-            return shape_err(format!("{} parameters given, the model has {}", params.len(), self.layout.total));
+            return shape_err(format!(
+                "{} parameters given, the model has {}",
+                params.len(),
+                self.layout.total
+            ));
         }
         let b = seqs.len();
         let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -156,7 +185,12 @@ impl SeqClassifier {
                 ws.tokens[ti * b + bi] = tok;
             }
         }
-        let batch = Batch { input: Input::Tokens(&ws.tokens), t, b, lengths: Some(&ws.lengths) };
+        let batch = Batch {
+            input: Input::Tokens(&ws.tokens),
+            t,
+            b,
+            lengths: Some(&ws.lengths),
+        };
         let rng: Option<&mut dyn rand::RngCore> = if train { Some(&mut ws.rng) } else { None };
         self.rnn.forward(params, batch, None, rng, &mut ws.rnn)?;
         let f = self.cfg.rnn.output_size();
@@ -182,14 +216,28 @@ impl SeqClassifier {
         let (t, b) = ws.rnn.dims();
         ws.d_feat.clear();
         ws.d_feat.resize(b * f, 0.0);
-        self.fc.backward(params, &ws.feat, &ws.d_logits, &mut ws.grads, Some(&mut ws.d_feat));
+        self.fc.backward(
+            params,
+            &ws.feat,
+            &ws.d_logits,
+            &mut ws.grads,
+            Some(&mut ws.d_feat),
+        );
         ws.d_out.clear();
         ws.d_out.resize(t * b * f, 0.0);
         for (bi, &len) in ws.lengths.iter().enumerate() {
             let o = ((len - 1) * b + bi) * f;
             ws.d_out[o..o + f].copy_from_slice(&ws.d_feat[bi * f..(bi + 1) * f]);
         }
-        self.rnn.backward(params, &mut ws.rnn, &ws.d_out, None, &mut ws.grads, None, None)
+        self.rnn.backward(
+            params,
+            &mut ws.rnn,
+            &ws.d_out,
+            None,
+            &mut ws.grads,
+            None,
+            None,
+        )
     }
 
     /// Forward + loss + backward for (part of) a batch. The loss and its gradient are divided by
@@ -205,7 +253,14 @@ impl SeqClassifier {
         ws: &mut Workspace,
     ) -> Result<(f32, usize)> {
         if labels.len() != seqs.len() {
-            return shape_err(format!("{} labels for {} sequences", labels.len(), seqs.len()));
+            return shape_err(format!(
+                "{} labels for {} sequences",
+                labels.len(),
+                seqs.len()
+            ));
+        }
+        if ws.grads.len() != self.layout.total {
+            return shape_err("this workspace has no gradient buffer (made for inference)");
         }
         let c = self.cfg.num_classes;
         if let Some(&bad) = labels.iter().find(|&&y| y >= c) {
@@ -216,11 +271,21 @@ impl SeqClassifier {
         ws.d_logits.resize(seqs.len() * c, 0.0);
         let l = match kind {
             LossKind::Mse => loss::mse_onehot(&ws.probs, labels, c, norm, &mut ws.d_logits),
-            LossKind::CrossEntropy { class_weights } => {
-                loss::cross_entropy(&ws.probs, labels, c, class_weights.as_deref(), norm, &mut ws.d_logits)
-            }
+            LossKind::CrossEntropy { class_weights } => loss::cross_entropy(
+                &ws.probs,
+                labels,
+                c,
+                class_weights.as_deref(),
+                norm,
+                &mut ws.d_logits,
+            ),
         };
-        let correct = ws.probs.chunks_exact(c).zip(labels).filter(|(p, &y)| loss::argmax(p) == y).count();
+        let correct = ws
+            .probs
+            .chunks_exact(c)
+            .zip(labels)
+            .filter(|(p, &y)| loss::argmax(p) == y)
+            .count();
         self.backward(params, ws)?;
         Ok((l, correct))
     }
@@ -229,8 +294,12 @@ impl SeqClassifier {
     pub fn loss_norm(&self, kind: &LossKind, labels: &[usize]) -> f32 {
         match kind {
             LossKind::Mse => (labels.len() * self.cfg.num_classes) as f32,
-            LossKind::CrossEntropy { class_weights: None } => labels.len() as f32,
-            LossKind::CrossEntropy { class_weights: Some(w) } => labels.iter().map(|&y| w[y]).sum(),
+            LossKind::CrossEntropy {
+                class_weights: None,
+            } => labels.len() as f32,
+            LossKind::CrossEntropy {
+                class_weights: Some(w),
+            } => labels.iter().map(|&y| w[y]).sum(),
         }
     }
 
@@ -308,7 +377,10 @@ impl SeqClassifier {
                         }
                         let row = &gates[(k * b + bi) * g * hs..(k * b + bi + 1) * g * hs];
                         for gi in 0..g {
-                            stats.sums[idx + gi] += row[gi * hs..(gi + 1) * hs].iter().map(|&x| x as f64).sum::<f64>();
+                            stats.sums[idx + gi] += row[gi * hs..(gi + 1) * hs]
+                                .iter()
+                                .map(|&x| x as f64)
+                                .sum::<f64>();
                             stats.counts[idx + gi] += hs as f64;
                         }
                         let h = &hidden[(k * b + bi) * hs..(k * b + bi + 1) * hs];

@@ -15,10 +15,22 @@ pub struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// Row-major `rows × cols`.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
     pub fn t(self) -> Self {
-        Self { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
     fn check(&self) {
         if self.rows > 0 && self.cols > 0 {
@@ -112,7 +124,11 @@ struct RowSum<'a, 'b> {
 
 impl<'a, 'b> RowSum<'a, 'b> {
     fn new(acc: &'a mut [f32]) -> Self {
-        Self { acc, pending: [(0.0, &[]); 4], count: 0 }
+        Self {
+            acc,
+            pending: [(0.0, &[]); 4],
+            count: 0,
+        }
     }
 
     #[inline]
@@ -211,11 +227,16 @@ mod tests {
         rows_matmul(&mut c3, 5, &a, 4, &b, 5);
         assert_eq!(c3, naive(am, bm));
         // outer_acc = aᵀ·d, with enough non-zeros per column to use the four-row path
-        let a2: Vec<f32> = (0..6 * 3).map(|x| if x % 4 == 0 { 0.0 } else { (x % 5) as f32 }).collect();
+        let a2: Vec<f32> = (0..6 * 3)
+            .map(|x| if x % 4 == 0 { 0.0 } else { (x % 5) as f32 })
+            .collect();
         let d: Vec<f32> = (0..6 * 5).map(|x| x as f32 * 0.25 - 3.0).collect();
         let mut w = vec![1.0; 15];
         outer_acc(&mut w, &a2, 3, &d, 5);
-        let want: Vec<f32> = naive(Mat::new(&a2, 6, 3).t(), Mat::new(&d, 6, 5)).iter().map(|x| x + 1.0).collect();
+        let want: Vec<f32> = naive(Mat::new(&a2, 6, 3).t(), Mat::new(&d, 6, 5))
+            .iter()
+            .map(|x| x + 1.0)
+            .collect();
         assert_eq!(w, want);
         let x: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();
         assert_eq!(dot(&x, &x), x.iter().map(|v| v * v).sum::<f32>());

@@ -19,9 +19,19 @@ pub fn softmax(logits: &[f32], c: usize, probs: &mut [f32]) {
 
 /// The tutorial's loss: `Σ (softmax − one_hot)²`, divided by `norm` (`B·C` for PyTorch's
 /// `MSELoss` mean). Returns the (normalised) loss; `d_logits` gets its gradient.
-pub fn mse_onehot(probs: &[f32], labels: &[usize], c: usize, norm: f32, d_logits: &mut [f32]) -> f32 {
+pub fn mse_onehot(
+    probs: &[f32],
+    labels: &[usize],
+    c: usize,
+    norm: f32,
+    d_logits: &mut [f32],
+) -> f32 {
     let mut loss = 0.0f32;
-    for ((p, &y), dz) in probs.chunks_exact(c).zip(labels).zip(d_logits.chunks_exact_mut(c)) {
+    for ((p, &y), dz) in probs
+        .chunks_exact(c)
+        .zip(labels)
+        .zip(d_logits.chunks_exact_mut(c))
+    {
         // dL/dp_j = 2(p_j − y_j)/norm, then through softmax: dz = p ⊙ (dp − Σ p·dp).
         let mut dot = 0.0f32;
         for j in 0..c {
@@ -48,7 +58,11 @@ pub fn cross_entropy(
     d_logits: &mut [f32],
 ) -> f32 {
     let mut loss = 0.0f64;
-    for ((p, &y), dz) in probs.chunks_exact(c).zip(labels).zip(d_logits.chunks_exact_mut(c)) {
+    for ((p, &y), dz) in probs
+        .chunks_exact(c)
+        .zip(labels)
+        .zip(d_logits.chunks_exact_mut(c))
+    {
         let w = weights.map_or(1.0, |w| w[y]);
         loss += -(w as f64) * (p[y].max(1e-30) as f64).ln();
         for j in 0..c {

@@ -26,7 +26,16 @@ pub struct Adam {
 impl Adam {
     /// PyTorch defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
     pub fn new(n_params: usize, lr: f32) -> Self {
-        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: None, step: 0, m: vec![0.0; n_params], v: vec![0.0; n_params] }
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: None,
+            step: 0,
+            m: vec![0.0; n_params],
+            v: vec![0.0; n_params],
+        }
     }
 
     /// One update. Mirrors torch: `m.lerp_(g, 1−β1)`, `v = β2·v + (1−β2)·g²`,
@@ -53,7 +62,11 @@ impl Adam {
         params
             .par_chunks_mut(chunk)
             .zip(grads.par_chunks_mut(chunk))
-            .zip(self.m.par_chunks_mut(chunk).zip(self.v.par_chunks_mut(chunk)))
+            .zip(
+                self.m
+                    .par_chunks_mut(chunk)
+                    .zip(self.v.par_chunks_mut(chunk)),
+            )
             .for_each(|((p, g), (m, v))| {
                 update(&h, p, g, m, v);
                 g.fill(0.0);
@@ -78,7 +91,16 @@ impl Adam {
             Some(WeightDecay::Decoupled(l)) => (0.0, l * self.lr),
             None => (0.0, 0.0),
         };
-        Hyper { step_size, inv_bc2_sqrt, b2, eps, w1, w2, l2, decoupled }
+        Hyper {
+            step_size,
+            inv_bc2_sqrt,
+            b2,
+            eps,
+            w1,
+            w2,
+            l2,
+            decoupled,
+        }
     }
 }
 
@@ -103,7 +125,10 @@ struct Hyper {
 }
 
 fn update(h: &Hyper, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
-    assert!(params.len() == grads.len() && params.len() == m.len(), "Adam state does not match the parameters");
+    assert!(
+        params.len() == grads.len() && params.len() == m.len(),
+        "Adam state does not match the parameters"
+    );
     for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
         let g = g + h.l2 * *p;
         *p -= h.decoupled * *p;
@@ -145,13 +170,17 @@ mod tests {
         let g = [0.5f32, -4.0, 0.0];
         let mut adam = Adam::new(3, 0.1);
         adam.step(&mut p, &g);
-        assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6 && p[2] == 0.5, "{p:?}");
+        assert!(
+            (p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6 && p[2] == 0.5,
+            "{p:?}"
+        );
         // Second step with zero grad still moves (momentum): m = 0.9·0.05 = 0.045, …
         let mut q = p.clone();
         adam.step(&mut q, &[0.0; 3]);
         let m = 0.9 * 0.05f64;
         let v = 0.999 * 0.001 * 0.25f64;
-        let want = p[0] as f64 - 0.1 / (1.0 - 0.81) * m / ((v / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
+        let want =
+            p[0] as f64 - 0.1 / (1.0 - 0.81) * m / ((v / (1.0 - 0.999f64.powi(2))).sqrt() + 1e-8);
         assert!((q[0] as f64 - want).abs() < 1e-6, "{} vs {want}", q[0]);
     }
 
@@ -179,7 +208,11 @@ mod tests {
         }
         assert_eq!(p1, p2);
         let mut s = vec![1.0f32, 2.0];
-        Sgd { lr: 0.5, weight_decay: 0.0 }.step(&mut s, &[1.0, -2.0]);
+        Sgd {
+            lr: 0.5,
+            weight_decay: 0.0,
+        }
+        .step(&mut s, &[1.0, -2.0]);
         assert_eq!(s, vec![0.5, 3.0]);
     }
 }

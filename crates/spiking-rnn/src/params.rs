@@ -42,7 +42,12 @@ impl ParamLayout {
 
     /// Reserves a tensor and returns its range in the flat buffer.
     pub fn add(&mut self, name: String, shape: Vec<usize>, transposed: bool) -> Range<usize> {
-        let spec = ParamSpec { name, shape, offset: self.total, transposed };
+        let spec = ParamSpec {
+            name,
+            shape,
+            offset: self.total,
+            transposed,
+        };
         self.total += spec.len();
         let r = spec.range();
         self.specs.push(spec);
@@ -71,7 +76,13 @@ impl ParamLayout {
     }
 
     /// Writes a tensor given in PyTorch layout; the shape must match exactly.
-    pub fn import(&self, params: &mut [f32], name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+    pub fn import(
+        &self,
+        params: &mut [f32],
+        name: &str,
+        shape: &[usize],
+        data: &[f32],
+    ) -> Result<()> {
         let spec = self
             .get(name)
             .ok_or_else(|| Error::Params(format!("unexpected tensor '{name}'")))?;
@@ -82,7 +93,9 @@ impl ParamLayout {
             )));
         }
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Params(format!("tensor '{name}' holds a non-finite value at index {i}")));
+            return Err(Error::Params(format!(
+                "tensor '{name}' holds a non-finite value at index {i}"
+            )));
         }
         let dst = &mut params[spec.range()];
         if !spec.transposed {
@@ -111,10 +124,18 @@ impl ParamLayout {
                 seen[i] = true;
             }
         }
-        let missing: Vec<&str> =
-            self.specs.iter().zip(&seen).filter(|(_, s)| !**s).map(|(p, _)| p.name.as_str()).collect();
+        let missing: Vec<&str> = self
+            .specs
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| !**s)
+            .map(|(p, _)| p.name.as_str())
+            .collect();
         if !missing.is_empty() {
-            return Err(Error::Params(format!("missing tensors: {}", missing.join(", "))));
+            return Err(Error::Params(format!(
+                "missing tensors: {}",
+                missing.join(", ")
+            )));
         }
         Ok(())
     }
@@ -131,12 +152,21 @@ mod tests {
         l.add("b".into(), vec![2], false);
         let mut p = vec![0.0; l.total];
         let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        l.import_all(&mut p, [("w", &[2usize, 3][..], &w[..]), ("b", &[2][..], &[7.0, 8.0][..])]).unwrap();
+        l.import_all(
+            &mut p,
+            [
+                ("w", &[2usize, 3][..], &w[..]),
+                ("b", &[2][..], &[7.0, 8.0][..]),
+            ],
+        )
+        .unwrap();
         assert_eq!(&p[..6], &[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
         assert_eq!(l.export(&p, &l.specs[0]), w.to_vec());
         assert!(l.import(&mut p, "w", &[3, 2], &w).is_err());
         assert!(l.import(&mut p, "x", &[2], &w[..2]).is_err());
         assert!(l.import(&mut p, "b", &[2], &[f32::NAN, 0.0]).is_err());
-        assert!(l.import_all(&mut p, [("b", &[2usize][..], &[7.0, 8.0][..])]).is_err());
+        assert!(l
+            .import_all(&mut p, [("b", &[2usize][..], &[7.0, 8.0][..])])
+            .is_err());
     }
 }

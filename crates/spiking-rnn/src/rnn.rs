@@ -81,11 +81,17 @@ impl RnnConfig {
         self.surrogate1.validate()?;
         if let Some(s2) = &self.surrogate2 {
             if matches!(self.cell, CellKind::Rnn | CellKind::AnnLstm) {
-                return bad(format!("{} takes no surrogate_function2", self.cell.model_class()));
+                return bad(format!(
+                    "{} takes no surrogate_function2",
+                    self.cell.model_class()
+                ));
             }
             s2.validate()?;
             if s2.spiking != self.surrogate1.spiking {
-                return bad("surrogate_function2 must have the same spiking mode as surrogate_function1".into());
+                return bad(
+                    "surrogate_function2 must have the same spiking mode as surrogate_function1"
+                        .into(),
+                );
             }
         }
         Ok(())
@@ -230,17 +236,35 @@ impl SpikingRnn {
         for d in 0..cfg.directions() {
             let group = if d == 0 { "cells" } else { "cells_reverse" };
             for l in 0..cfg.num_layers {
-                let input = if l == 0 { cfg.input_size } else { cfg.output_size() };
+                let input = if l == 0 {
+                    cfg.input_size
+                } else {
+                    cfg.output_size()
+                };
                 let name = |t: &str| format!("{prefix}{group}.{l}.{t}");
                 let w_ih = layout.add(name("linear_ih.weight"), vec![gh, input], true);
-                let b_ih = cfg.bias.then(|| layout.add(name("linear_ih.bias"), vec![gh], false));
+                let b_ih = cfg
+                    .bias
+                    .then(|| layout.add(name("linear_ih.bias"), vec![gh], false));
                 let w_hh = layout.add(name("linear_hh.weight"), vec![gh, cfg.hidden_size], true);
-                let b_hh = cfg.bias.then(|| layout.add(name("linear_hh.bias"), vec![gh], false));
-                dirs.push(DirParams { input, w_ih, b_ih, w_hh, b_hh });
+                let b_hh = cfg
+                    .bias
+                    .then(|| layout.add(name("linear_hh.bias"), vec![gh], false));
+                dirs.push(DirParams {
+                    input,
+                    w_ih,
+                    b_ih,
+                    w_hh,
+                    b_hh,
+                });
             }
         }
         let s1 = cfg.surrogate1;
-        let fns = CellFns { s1, s2: cfg.surrogate2.unwrap_or(s1), clamp: cfg.clamp_cell };
+        let fns = CellFns {
+            s1,
+            s2: cfg.surrogate2.unwrap_or(s1),
+            clamp: cfg.clamp_cell,
+        };
         Ok(Self { cfg, dirs, fns })
     }
 
@@ -248,7 +272,15 @@ impl SpikingRnn {
     pub fn init(&self, params: &mut [f32], rng: &mut impl Rng) {
         let k = 1.0 / (self.cfg.hidden_size as f32).sqrt();
         for d in &self.dirs {
-            for r in [Some(&d.w_ih), d.b_ih.as_ref(), Some(&d.w_hh), d.b_hh.as_ref()].into_iter().flatten() {
+            for r in [
+                Some(&d.w_ih),
+                d.b_ih.as_ref(),
+                Some(&d.w_hh),
+                d.b_hh.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 for p in &mut params[r.clone()] {
                     *p = rng.gen_range(-k..k);
                 }
@@ -280,10 +312,17 @@ impl SpikingRnn {
             }
             Input::Tokens(x) => {
                 if x.len() != t * b {
-                    return shape_err(format!("token input has {} values, expected T·B = {}", x.len(), t * b));
+                    return shape_err(format!(
+                        "token input has {} values, expected T·B = {}",
+                        x.len(),
+                        t * b
+                    ));
                 }
                 if let Some(bad) = x.iter().find(|&&i| i as usize >= self.cfg.input_size) {
-                    return shape_err(format!("token {bad} is out of range 0..{}", self.cfg.input_size));
+                    return shape_err(format!(
+                        "token {bad} is out of range 0..{}",
+                        self.cfg.input_size
+                    ));
                 }
             }
             _ => {}
@@ -354,7 +393,11 @@ impl SpikingRnn {
         }
 
         let dropping = dropout_rng.is_some() && cfg.dropout > 0.0 && nl > 1;
-        let keep_scale = if cfg.dropout < 1.0 { 1.0 / (1.0 - cfg.dropout) } else { 0.0 };
+        let keep_scale = if cfg.dropout < 1.0 {
+            1.0 / (1.0 - cfg.dropout)
+        } else {
+            0.0
+        };
         let layers = &mut cache.layers;
         for l in 0..nl {
             let (done, rest) = layers.split_at_mut(l);
@@ -368,15 +411,33 @@ impl SpikingRnn {
                 }
             } else {
                 let prev = &done[l - 1];
-                LayerInput::Dense(if prev.dropped.is_empty() { &prev.out } else { &prev.dropped })
+                LayerInput::Dense(if prev.dropped.is_empty() {
+                    &prev.out
+                } else {
+                    &prev.dropped
+                })
             };
             for d in 0..nd {
                 let s = d * nl + l;
                 let init_s = init.map(|st| {
                     let r = s * b * hs..(s + 1) * b * hs;
-                    (&st.h[r.clone()], if st.c.is_empty() { &st.c[..] } else { &st.c[r] })
+                    (
+                        &st.h[r.clone()],
+                        if st.c.is_empty() { &st.c[..] } else { &st.c[r] },
+                    )
                 });
-                self.forward_direction(params, s, d == 1, x, t, b, &cache.lengths, init_s, &mut lc.dirs[d], &mut lc.out);
+                self.forward_direction(
+                    params,
+                    s,
+                    d == 1,
+                    x,
+                    t,
+                    b,
+                    &cache.lengths,
+                    init_s,
+                    &mut lc.dirs[d],
+                    &mut lc.out,
+                );
                 let dc = &lc.dirs[d];
                 let r = s * b * hs..(s + 1) * b * hs;
                 cache.final_states.h[r.clone()].copy_from_slice(&dc.h[t * b * hs..]);
@@ -388,9 +449,20 @@ impl SpikingRnn {
             lc.dropped.clear();
             if dropping && l + 1 < nl {
                 let rng = dropout_rng.as_deref_mut().expect("dropping implies an rng");
-                let n = if cfg.invariant_dropout_mask { b * dh } else { t * b * dh };
-                lc.mask.extend((0..n).map(|_| if rng.gen::<f32>() < cfg.dropout { 0.0 } else { keep_scale }));
-                lc.dropped.extend(lc.out.iter().enumerate().map(|(i, &y)| y * lc.mask[i % n]));
+                let n = if cfg.invariant_dropout_mask {
+                    b * dh
+                } else {
+                    t * b * dh
+                };
+                lc.mask.extend((0..n).map(|_| {
+                    if rng.gen::<f32>() < cfg.dropout {
+                        0.0
+                    } else {
+                        keep_scale
+                    }
+                }));
+                lc.dropped
+                    .extend(lc.out.iter().enumerate().map(|(i, &y)| y * lc.mask[i % n]));
             }
         }
         Ok(())
@@ -423,9 +495,13 @@ impl SpikingRnn {
         // u = x·W_ihᵀ + b_ih for all steps at once.
         size(&mut dc.u, t * b * gh);
         match x {
-            LayerInput::Dense(x) => {
-                matmul(&mut dc.u, gh, false, Mat::new(x, t * b, p.input), Mat::new(w_ih, p.input, gh))
-            }
+            LayerInput::Dense(x) => matmul(
+                &mut dc.u,
+                gh,
+                false,
+                Mat::new(x, t * b, p.input),
+                Mat::new(w_ih, p.input, gh),
+            ),
             LayerInput::Tokens(x) => {
                 for (row, &tok) in dc.u.chunks_exact_mut(gh).zip(x) {
                     let k = tok as usize;
@@ -480,7 +556,13 @@ impl SpikingRnn {
             if b <= 4 {
                 rows_matmul(&mut dc.v, gh, h_prev, hs, w_hh, gh);
             } else {
-                matmul(&mut dc.v, gh, true, Mat::new(h_prev, b, hs), Mat::new(w_hh, hs, gh));
+                matmul(
+                    &mut dc.v,
+                    gh,
+                    true,
+                    Mat::new(h_prev, b, hs),
+                    Mat::new(w_hh, hs, gh),
+                );
             }
             let h_next = &mut h_next[..b * hs];
             for bi in 0..b {
@@ -490,7 +572,8 @@ impl SpikingRnn {
                     h_next[hr.clone()].copy_from_slice(&h_prev[hr.clone()]);
                     if two_states {
                         let (c_done, c_next) = dc.c.split_at_mut((k + 1) * b * hs);
-                        c_next[hr.clone()].copy_from_slice(&c_done[k * b * hs + hr.start..k * b * hs + hr.end]);
+                        c_next[hr.clone()]
+                            .copy_from_slice(&c_done[k * b * hs + hr.start..k * b * hs + hr.end]);
                     }
                     continue;
                 }
@@ -547,7 +630,11 @@ impl SpikingRnn {
             return shape_err("backward called without a matching forward");
         }
         if d_output.len() != t * b * dh {
-            return shape_err(format!("output gradient has {} values, expected {}", d_output.len(), t * b * dh));
+            return shape_err(format!(
+                "output gradient has {} values, expected {}",
+                d_output.len(),
+                t * b * dh
+            ));
         }
         if grads.len() != params.len() {
             return shape_err("gradient buffer and parameter buffer differ in size");
@@ -569,7 +656,19 @@ impl SpikingRnn {
                 s.c.clear();
             }
         }
-        let RnnCache { lengths, dense_input, tokens, layers, d_out, d_in, d_u, d_v, d_h, d_c, .. } = cache;
+        let RnnCache {
+            lengths,
+            dense_input,
+            tokens,
+            layers,
+            d_out,
+            d_in,
+            d_u,
+            d_v,
+            d_h,
+            d_c,
+            ..
+        } = cache;
         d_out.clear();
         d_out.extend_from_slice(d_output);
         for l in (0..nl).rev() {
@@ -586,7 +685,11 @@ impl SpikingRnn {
                 }
             } else {
                 let prev = &below[l - 1];
-                LayerInput::Dense(if prev.dropped.is_empty() { &prev.out } else { &prev.dropped })
+                LayerInput::Dense(if prev.dropped.is_empty() {
+                    &prev.out
+                } else {
+                    &prev.dropped
+                })
             };
             for d in 0..nd {
                 let s = d * nl + l;
@@ -675,13 +778,20 @@ impl SpikingRnn {
                     }
                     let dv_k = &d_v[k * b * gh..(k + 1) * b * gh];
                     if b <= 4 {
-                        for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh)) {
+                        for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh))
+                        {
                             for (j, dhj) in dh_row.iter_mut().enumerate() {
                                 *dhj += dot(&w_hh[j * gh..(j + 1) * gh], dv_row);
                             }
                         }
                     } else {
-                        matmul(d_h, hs, true, Mat::new(dv_k, b, gh), Mat::new(w_hh, hs, gh).t());
+                        matmul(
+                            d_h,
+                            hs,
+                            true,
+                            Mat::new(dv_k, b, gh),
+                            Mat::new(w_hh, hs, gh).t(),
+                        );
                     }
                 }
                 if let Some(st) = d_init.as_deref_mut() {
@@ -697,7 +807,13 @@ impl SpikingRnn {
                     // Few rows: add only the rows of W_hh whose spike input was non-zero.
                     outer_acc(g_w_hh, h_prev, hs, d_v, gh);
                 } else {
-                    matmul(g_w_hh, gh, true, Mat::new(h_prev, t * b, hs).t(), Mat::new(d_v, t * b, gh));
+                    matmul(
+                        g_w_hh,
+                        gh,
+                        true,
+                        Mat::new(h_prev, t * b, hs).t(),
+                        Mat::new(d_v, t * b, gh),
+                    );
                 }
                 if let Some(r) = &p.b_hh {
                     add_column_sums(&mut grads[r.clone()], d_v, gh);
@@ -712,10 +828,22 @@ impl SpikingRnn {
                         if t * b <= 16 {
                             outer_acc(g_w_ih, xd, input_size, d_u, gh);
                         } else {
-                            matmul(g_w_ih, gh, true, Mat::new(xd, t * b, input_size).t(), Mat::new(d_u, t * b, gh));
+                            matmul(
+                                g_w_ih,
+                                gh,
+                                true,
+                                Mat::new(xd, t * b, input_size).t(),
+                                Mat::new(d_u, t * b, gh),
+                            );
                         }
                         if need_d_in {
-                            matmul(d_in, input_size, true, Mat::new(d_u, t * b, gh), Mat::new(w_ih, input_size, gh).t());
+                            matmul(
+                                d_in,
+                                input_size,
+                                true,
+                                Mat::new(d_u, t * b, gh),
+                                Mat::new(w_ih, input_size, gh).t(),
+                            );
                         }
                     }
                     LayerInput::Tokens(tk) => {
@@ -750,4 +878,3 @@ enum LayerInput<'a> {
     Dense(&'a [f32]),
     Tokens(&'a [u32]),
 }
-

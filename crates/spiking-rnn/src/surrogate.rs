@@ -152,7 +152,12 @@ impl Surrogate {
     /// The family with its class defaults, spiking mode.
     pub fn new(kind: SurrogateKind) -> Self {
         let (alpha, beta) = kind.default_params();
-        Self { kind, alpha, beta, spiking: true }
+        Self {
+            kind,
+            alpha,
+            beta,
+            spiking: true,
+        }
     }
 
     pub fn with_alpha(mut self, alpha: f32) -> Self {
@@ -186,7 +191,12 @@ impl Surrogate {
 
     /// Rejects what SpikingJelly rejects (or what has no defined forward).
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: &str| Err(Error::Config(format!("surrogate {}: {m}", self.kind.name())));
+        let bad = |m: &str| {
+            Err(Error::Config(format!(
+                "surrogate {}: {m}",
+                self.kind.name()
+            )))
+        };
         if !self.alpha.is_finite() || !self.beta.is_finite() {
             return bad("parameters must be finite");
         }
@@ -477,7 +487,10 @@ mod tests {
                 let eps = 1e-3;
                 let fd = (s.primitive(x + eps) - s.primitive(x - eps)) / (2.0 * eps);
                 let g = Surrogate::new(k).grad(x);
-                assert!((fd - g).abs() < 2e-3 * (1.0 + g.abs()), "{k:?} at {x}: fd {fd} vs {g}");
+                assert!(
+                    (fd - g).abs() < 2e-3 * (1.0 + g.abs()),
+                    "{k:?} at {x}: fd {fd} vs {g}"
+                );
             }
         }
     }
@@ -497,7 +510,10 @@ mod tests {
                 s.mul_grad_slice(&xs, &mut g);
                 for (i, &x) in xs.iter().enumerate() {
                     assert_eq!(f[i], s.forward(x), "{k:?}");
-                    assert!((g[i] - 2.0 * s.grad(x)).abs() <= 1e-6 * (1.0 + g[i].abs()), "{k:?}");
+                    assert!(
+                        (g[i] - 2.0 * s.grad(x)).abs() <= 1e-6 * (1.0 + g[i].abs()),
+                        "{k:?}"
+                    );
                 }
             }
         }
@@ -515,7 +531,10 @@ mod tests {
         assert_eq!(fng.grad(-5.0), 0.2);
         assert_eq!(fng.grad(5.0), 0.2);
         let dp = Surrogate::new(SurrogateKind::DeterministicPass);
-        assert_eq!((dp.forward(0.0), dp.forward(1.0), dp.grad(0.3)), (1.0, 1.0, 1.0));
+        assert_eq!(
+            (dp.forward(0.0), dp.forward(1.0), dp.grad(0.3)),
+            (1.0, 1.0, 1.0)
+        );
         let plr = Surrogate::new(SurrogateKind::PiecewiseLeakyReLU);
         assert_eq!(plr.grad(1.0), 0.01, "band is open: |x| < w");
         assert_eq!(plr.grad(0.999), 0.5);

@@ -34,15 +34,25 @@ fn setup(cell: CellKind, layers: usize, bidir: bool, surrogate: Surrogate, seed:
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = vec![0.0; layout.total];
     rnn.init(&mut params, &mut rng);
-    let mut gen = |n: usize| (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect::<Vec<_>>();
+    let mut gen = |n: usize| {
+        (0..n)
+            .map(|_| rng.gen_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    };
     let d = if bidir { 2 } else { 1 };
     let n_state = layers * d * b * h;
     let two = cell.states() == 2;
     Setup {
         x: gen(t * b * i),
-        init: States { h: gen(n_state), c: if two { gen(n_state) } else { vec![] } },
+        init: States {
+            h: gen(n_state),
+            c: if two { gen(n_state) } else { vec![] },
+        },
         w_out: gen(t * b * d * h),
-        w_final: States { h: gen(n_state), c: if two { gen(n_state) } else { vec![] } },
+        w_final: States {
+            h: gen(n_state),
+            c: if two { gen(n_state) } else { vec![] },
+        },
         rnn,
         params,
         t,
@@ -53,22 +63,59 @@ fn setup(cell: CellKind, layers: usize, bidir: bool, surrogate: Surrogate, seed:
 
 fn loss(s: &Setup, params: &[f32], x: &[f32], init: &States) -> f64 {
     let mut cache = RnnCache::default();
-    let batch = Batch { input: Input::Dense(x), t: s.t, b: s.b, lengths: Some(&s.lengths) };
-    s.rnn.forward(params, batch, Some(init), None, &mut cache).unwrap();
-    let dot = |a: &[f32], w: &[f32]| a.iter().zip(w).map(|(a, w)| *a as f64 * *w as f64).sum::<f64>();
-    dot(cache.output(), &s.w_out) + dot(&cache.final_states.h, &s.w_final.h) + dot(&cache.final_states.c, &s.w_final.c)
+    let batch = Batch {
+        input: Input::Dense(x),
+        t: s.t,
+        b: s.b,
+        lengths: Some(&s.lengths),
+    };
+    s.rnn
+        .forward(params, batch, Some(init), None, &mut cache)
+        .unwrap();
+    let dot = |a: &[f32], w: &[f32]| {
+        a.iter()
+            .zip(w)
+            .map(|(a, w)| *a as f64 * *w as f64)
+            .sum::<f64>()
+    };
+    dot(cache.output(), &s.w_out)
+        + dot(&cache.final_states.h, &s.w_final.h)
+        + dot(&cache.final_states.c, &s.w_final.c)
 }
 
 fn check(cell: CellKind, layers: usize, bidir: bool) {
-    let s = setup(cell, layers, bidir, Surrogate::new(SurrogateKind::Sigmoid).with_alpha(1.0).with_spiking(false), 7);
+    let s = setup(
+        cell,
+        layers,
+        bidir,
+        Surrogate::new(SurrogateKind::Sigmoid)
+            .with_alpha(1.0)
+            .with_spiking(false),
+        7,
+    );
     let mut cache = RnnCache::default();
-    let batch = Batch { input: Input::Dense(&s.x), t: s.t, b: s.b, lengths: Some(&s.lengths) };
-    s.rnn.forward(&s.params, batch, Some(&s.init), None, &mut cache).unwrap();
+    let batch = Batch {
+        input: Input::Dense(&s.x),
+        t: s.t,
+        b: s.b,
+        lengths: Some(&s.lengths),
+    };
+    s.rnn
+        .forward(&s.params, batch, Some(&s.init), None, &mut cache)
+        .unwrap();
     let mut grads = vec![0.0; s.params.len()];
     let mut dx = vec![0.0; s.x.len()];
     let mut dinit = States::default();
     s.rnn
-        .backward(&s.params, &mut cache, &s.w_out, Some(&s.w_final), &mut grads, Some(&mut dx), Some(&mut dinit))
+        .backward(
+            &s.params,
+            &mut cache,
+            &s.w_out,
+            Some(&s.w_final),
+            &mut grads,
+            Some(&mut dx),
+            Some(&mut dinit),
+        )
         .unwrap();
 
     let eps = 1e-2f32;
@@ -82,7 +129,11 @@ fn check(cell: CellKind, layers: usize, bidir: bool) {
         p[k] -= 2.0 * eps;
         let lm = loss(&s, &p, &s.x, &s.init);
         let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
-        assert!((fd - grads[k]).abs() < tol(fd), "{what}: param {k}: fd {fd} vs {}", grads[k]);
+        assert!(
+            (fd - grads[k]).abs() < tol(fd),
+            "{what}: param {k}: fd {fd} vs {}",
+            grads[k]
+        );
     }
     for k in 0..s.x.len() {
         let mut x = s.x.clone();
@@ -91,7 +142,11 @@ fn check(cell: CellKind, layers: usize, bidir: bool) {
         x[k] -= 2.0 * eps;
         let lm = loss(&s, &s.params, &x, &s.init);
         let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
-        assert!((fd - dx[k]).abs() < tol(fd), "{what}: input {k}: fd {fd} vs {}", dx[k]);
+        assert!(
+            (fd - dx[k]).abs() < tol(fd),
+            "{what}: input {k}: fd {fd} vs {}",
+            dx[k]
+        );
     }
     for which in 0..cell.states() {
         for k in 0..s.init.h.len() {
@@ -104,7 +159,10 @@ fn check(cell: CellKind, layers: usize, bidir: bool) {
             let lm = loss(&s, &s.params, &s.x, &st);
             let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
             let an = if which == 0 { dinit.h[k] } else { dinit.c[k] };
-            assert!((fd - an).abs() < tol(fd), "{what}: state {which}/{k}: fd {fd} vs {an}");
+            assert!(
+                (fd - an).abs() < tol(fd),
+                "{what}: state {which}/{k}: fd {fd} vs {an}"
+            );
         }
     }
 }

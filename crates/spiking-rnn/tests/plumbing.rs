@@ -8,7 +8,12 @@ use spiking_rnn::{CellKind, ParamLayout, RnnConfig, SpikingRnn, Surrogate, Surro
 
 /// A vanilla RNN in primitive mode with the identity surrogate and weights that make it the
 /// "accumulating cell" of SpikingJelly's tests: `h' = h + x[..., 0]`.
-fn accumulating(layers: usize, bidir: bool, dropout: f32, invariant: bool) -> (SpikingRnn, Vec<f32>) {
+fn accumulating(
+    layers: usize,
+    bidir: bool,
+    dropout: f32,
+    invariant: bool,
+) -> (SpikingRnn, Vec<f32>) {
     let mut cfg = RnnConfig::new(CellKind::Rnn, 1, 1);
     cfg.num_layers = layers;
     cfg.bidirectional = bidir;
@@ -23,29 +28,56 @@ fn accumulating(layers: usize, bidir: bool, dropout: f32, invariant: bool) -> (S
         if spec.name.ends_with("weight") {
             data[0] = 1.0; // first input feature, and the recurrent self-weight
         }
-        layout.import(&mut p, &spec.name, &spec.shape, &data).unwrap();
+        layout
+            .import(&mut p, &spec.name, &spec.shape, &data)
+            .unwrap();
     }
     (rnn, p)
 }
 
-fn run(rnn: &SpikingRnn, p: &[f32], x: &[f32], t: usize, init: Option<&States>, train: bool) -> RnnCache {
+fn run(
+    rnn: &SpikingRnn,
+    p: &[f32],
+    x: &[f32],
+    t: usize,
+    init: Option<&States>,
+    train: bool,
+) -> RnnCache {
     let mut cache = RnnCache::default();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let r: Option<&mut dyn rand::RngCore> = if train { Some(&mut rng) } else { None };
     let b = x.len() / t / rnn.cfg.input_size;
-    rnn.forward(p, Batch { input: Input::Dense(x), t, b, lengths: None }, init, r, &mut cache).unwrap();
+    rnn.forward(
+        p,
+        Batch {
+            input: Input::Dense(x),
+            t,
+            b,
+            lengths: None,
+        },
+        init,
+        r,
+        &mut cache,
+    )
+    .unwrap();
     cache
 }
 
 #[test]
 fn initial_states_of_every_layer_are_used_and_returned() {
     let (uni, p) = accumulating(2, false, 0.0, false);
-    let init = States { h: vec![1.0, 2.0], c: vec![] };
+    let init = States {
+        h: vec![1.0, 2.0],
+        c: vec![],
+    };
     let c = run(&uni, &p, &[0.0; 3], 3, Some(&init), false);
     assert_eq!(c.final_states.h, vec![1.0, 5.0]);
 
     let (bi, p) = accumulating(2, true, 0.0, false);
-    let init = States { h: vec![1.0, 2.0, 3.0, 4.0], c: vec![] };
+    let init = States {
+        h: vec![1.0, 2.0, 3.0, 4.0],
+        c: vec![],
+    };
     let c = run(&bi, &p, &[0.0; 3], 3, Some(&init), false);
     assert_eq!(c.final_states.h, vec![1.0, 5.0, 3.0, 7.0]);
     // output = [layer-1 fwd, layer-1 rev] per step
@@ -59,7 +91,10 @@ fn dropout_between_layers_in_both_mask_modes() {
         let c = run(&rnn, &p, &[1.0; 3], 3, None, true);
         assert!(c.output().iter().all(|&y| y == 0.0), "p=1 drops everything");
         assert_eq!(c.final_states.h[1], 0.0);
-        assert_eq!(c.final_states.h[0], 3.0, "the data path is dropped, not the states");
+        assert_eq!(
+            c.final_states.h[0], 3.0,
+            "the data path is dropped, not the states"
+        );
         // eval mode: no dropout
         let c = run(&rnn, &p, &[1.0; 3], 3, None, false);
         assert_eq!(c.output(), &[1.0, 3.0, 6.0]);
@@ -69,7 +104,9 @@ fn dropout_between_layers_in_both_mask_modes() {
     let c = run(&rnn, &p, &[1.0; 40 * 8], 40, None, true);
     let out = c.output();
     let masks: Vec<f32> = out[..8].to_vec(); // layer-1 output at t=0 is m·1
-    assert!(masks.iter().all(|&m| m == 0.0 || m == 2.0) && masks.contains(&0.0) && masks.contains(&2.0));
+    assert!(
+        masks.iter().all(|&m| m == 0.0 || m == 2.0) && masks.contains(&0.0) && masks.contains(&2.0)
+    );
     for t in 0..40 {
         for b in 0..8 {
             // layer 0 outputs t+1; layer 1 sums m·(s+1) over s ≤ t
@@ -94,17 +131,41 @@ fn public_types_shapes_and_input_gradient() {
             let mut p = vec![0.0; layout.total];
             rnn.init(&mut p, &mut ChaCha8Rng::seed_from_u64(3));
             let d = if bidir { 2 } else { 1 };
-            let x: Vec<f32> = (0..4 * 2 * 3).map(|i| ((i * 37) % 11) as f32 / 5.0 - 1.0).collect();
+            let x: Vec<f32> = (0..4 * 2 * 3)
+                .map(|i| ((i * 37) % 11) as f32 / 5.0 - 1.0)
+                .collect();
             let mut c = run(&rnn, &p, &x, 4, None, false);
             assert_eq!(c.output().len(), 4 * 2 * 2 * d);
             assert_eq!(c.final_states.h.len(), 2 * d * 2 * 2);
-            assert_eq!(c.final_states.c.len(), if cell == CellKind::Lstm { 2 * d * 2 * 2 } else { 0 });
+            assert_eq!(
+                c.final_states.c.len(),
+                if cell == CellKind::Lstm {
+                    2 * d * 2 * 2
+                } else {
+                    0
+                }
+            );
             let ones_out = vec![1.0; c.output().len()];
-            let ones_st = States { h: vec![1.0; c.final_states.h.len()], c: vec![1.0; c.final_states.c.len()] };
+            let ones_st = States {
+                h: vec![1.0; c.final_states.h.len()],
+                c: vec![1.0; c.final_states.c.len()],
+            };
             let mut g = vec![0.0; p.len()];
             let mut dx = vec![f32::NAN; x.len()];
-            rnn.backward(&p, &mut c, &ones_out, Some(&ones_st), &mut g, Some(&mut dx), None).unwrap();
-            assert!(dx.iter().all(|v| v.is_finite()) && dx.iter().any(|&v| v != 0.0), "{cell:?} {bidir}");
+            rnn.backward(
+                &p,
+                &mut c,
+                &ones_out,
+                Some(&ones_st),
+                &mut g,
+                Some(&mut dx),
+                None,
+            )
+            .unwrap();
+            assert!(
+                dx.iter().all(|v| v.is_finite()) && dx.iter().any(|&v| v != 0.0),
+                "{cell:?} {bidir}"
+            );
         }
     }
 }
@@ -112,7 +173,12 @@ fn public_types_shapes_and_input_gradient() {
 /// A padded batch with lengths gives exactly what running each sequence alone gives.
 #[test]
 fn variable_length_batch_equals_one_by_one() {
-    for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn, CellKind::AnnLstm] {
+    for cell in [
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::Rnn,
+        CellKind::AnnLstm,
+    ] {
         let (i, h, t) = (3, 4, 6);
         let lengths = [6usize, 2, 4, 1];
         let b = lengths.len();
@@ -131,37 +197,89 @@ fn variable_length_batch_equals_one_by_one() {
         let two = cell.states() == 2;
         let init = States {
             h: (0..n_st).map(|_| rng.gen_range(0.0..1.0)).collect(),
-            c: if two { (0..n_st).map(|_| rng.gen_range(0.0..1.0)).collect() } else { vec![] },
+            c: if two {
+                (0..n_st).map(|_| rng.gen_range(0.0..1.0)).collect()
+            } else {
+                vec![]
+            },
         };
-        let w_out: Vec<f32> = (0..t * b * 2 * h).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let w_out: Vec<f32> = (0..t * b * 2 * h)
+            .map(|_| rng.gen_range(-1.0..1.0))
+            .collect();
         let w_fin = States {
             h: (0..n_st).map(|_| rng.gen_range(-1.0..1.0)).collect(),
-            c: if two { (0..n_st).map(|_| rng.gen_range(-1.0..1.0)).collect() } else { vec![] },
+            c: if two {
+                (0..n_st).map(|_| rng.gen_range(-1.0..1.0)).collect()
+            } else {
+                vec![]
+            },
         };
         let mut batch_cache = RnnCache::default();
-        let batch = Batch { input: Input::Dense(&x), t, b, lengths: Some(&lengths) };
-        rnn.forward(&p, batch, Some(&init), None, &mut batch_cache).unwrap();
+        let batch = Batch {
+            input: Input::Dense(&x),
+            t,
+            b,
+            lengths: Some(&lengths),
+        };
+        rnn.forward(&p, batch, Some(&init), None, &mut batch_cache)
+            .unwrap();
         let mut g_batch = vec![0.0; p.len()];
         let mut dx_batch = vec![0.0; x.len()];
         let mut dinit_batch = States::default();
-        rnn.backward(&p, &mut batch_cache, &w_out, Some(&w_fin), &mut g_batch, Some(&mut dx_batch), Some(&mut dinit_batch))
-            .unwrap();
+        rnn.backward(
+            &p,
+            &mut batch_cache,
+            &w_out,
+            Some(&w_fin),
+            &mut g_batch,
+            Some(&mut dx_batch),
+            Some(&mut dinit_batch),
+        )
+        .unwrap();
 
         let mut g_sum = vec![0.0; p.len()];
         let pick_state = |s: &States, bi: usize| States {
-            h: (0..4).flat_map(|sl| s.h[(sl * b + bi) * h..(sl * b + bi + 1) * h].to_vec()).collect(),
-            c: if two { (0..4).flat_map(|sl| s.c[(sl * b + bi) * h..(sl * b + bi + 1) * h].to_vec()).collect() } else { vec![] },
+            h: (0..4)
+                .flat_map(|sl| s.h[(sl * b + bi) * h..(sl * b + bi + 1) * h].to_vec())
+                .collect(),
+            c: if two {
+                (0..4)
+                    .flat_map(|sl| s.c[(sl * b + bi) * h..(sl * b + bi + 1) * h].to_vec())
+                    .collect()
+            } else {
+                vec![]
+            },
         };
         for (bi, &len) in lengths.iter().enumerate() {
-            let xs: Vec<f32> = (0..len).flat_map(|ti| x[(ti * b + bi) * i..(ti * b + bi + 1) * i].to_vec()).collect();
-            let ws: Vec<f32> = (0..len).flat_map(|ti| w_out[(ti * b + bi) * 2 * h..(ti * b + bi + 1) * 2 * h].to_vec()).collect();
+            let xs: Vec<f32> = (0..len)
+                .flat_map(|ti| x[(ti * b + bi) * i..(ti * b + bi + 1) * i].to_vec())
+                .collect();
+            let ws: Vec<f32> = (0..len)
+                .flat_map(|ti| w_out[(ti * b + bi) * 2 * h..(ti * b + bi + 1) * 2 * h].to_vec())
+                .collect();
             let init1 = pick_state(&init, bi);
             let mut c = RnnCache::default();
-            rnn.forward(&p, Batch { input: Input::Dense(&xs), t: len, b: 1, lengths: None }, Some(&init1), None, &mut c).unwrap();
+            rnn.forward(
+                &p,
+                Batch {
+                    input: Input::Dense(&xs),
+                    t: len,
+                    b: 1,
+                    lengths: None,
+                },
+                Some(&init1),
+                None,
+                &mut c,
+            )
+            .unwrap();
             for ti in 0..t {
                 let got = &batch_cache.output()[(ti * b + bi) * 2 * h..(ti * b + bi + 1) * 2 * h];
                 if ti < len {
-                    assert_eq!(got, &c.output()[ti * 2 * h..(ti + 1) * 2 * h], "{cell:?} b{bi} t{ti}");
+                    assert_eq!(
+                        got,
+                        &c.output()[ti * 2 * h..(ti + 1) * 2 * h],
+                        "{cell:?} b{bi} t{ti}"
+                    );
                 } else {
                     assert!(got.iter().all(|&v| v == 0.0), "padding outputs are zero");
                 }
@@ -171,13 +289,26 @@ fn variable_length_batch_equals_one_by_one() {
             let mut g = vec![0.0; p.len()];
             let mut dx = vec![0.0; xs.len()];
             let mut di = States::default();
-            rnn.backward(&p, &mut c, &ws, Some(&pick_state(&w_fin, bi)), &mut g, Some(&mut dx), Some(&mut di)).unwrap();
+            rnn.backward(
+                &p,
+                &mut c,
+                &ws,
+                Some(&pick_state(&w_fin, bi)),
+                &mut g,
+                Some(&mut dx),
+                Some(&mut di),
+            )
+            .unwrap();
             g_sum.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
             for ti in 0..t {
                 let got = &dx_batch[(ti * b + bi) * i..(ti * b + bi + 1) * i];
                 for k in 0..i {
                     let want = if ti < len { dx[ti * i + k] } else { 0.0 };
-                    assert!((got[k] - want).abs() < 1e-5, "{cell:?} dx b{bi} t{ti}: {} vs {want}", got[k]);
+                    assert!(
+                        (got[k] - want).abs() < 1e-5,
+                        "{cell:?} dx b{bi} t{ti}: {} vs {want}",
+                        got[k]
+                    );
                 }
             }
             let dib = pick_state(&dinit_batch, bi);
@@ -186,7 +317,10 @@ fn variable_length_batch_equals_one_by_one() {
             }
         }
         for (k, (a, b2)) in g_batch.iter().zip(&g_sum).enumerate() {
-            assert!((a - b2).abs() < 1e-4 * (1.0 + b2.abs()), "{cell:?} param grad {k}: {a} vs {b2}");
+            assert!(
+                (a - b2).abs() < 1e-4 * (1.0 + b2.abs()),
+                "{cell:?} param grad {k}: {a} vs {b2}"
+            );
         }
     }
 }
@@ -198,20 +332,117 @@ fn bad_shapes_are_errors_not_panics() {
     let p = vec![0.0; layout.total];
     let mut c = RnnCache::default();
     let x = vec![0.0; 2 * 3];
-    let f = |batch: Batch, init: Option<&States>, c: &mut RnnCache| rnn.forward(&p, batch, init, None, c);
-    assert!(f(Batch { input: Input::Dense(&[]), t: 0, b: 1, lengths: None }, None, &mut c).is_err());
-    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 2, lengths: None }, None, &mut c).is_err());
-    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: Some(&[3]) }, None, &mut c).is_err());
-    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: Some(&[0]) }, None, &mut c).is_err());
-    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: Some(&[1, 1]) }, None, &mut c).is_err());
-    assert!(f(Batch { input: Input::Tokens(&[0, 3]), t: 2, b: 1, lengths: None }, None, &mut c).is_err());
-    let only_h = States { h: vec![0.0; 2], c: vec![] };
-    assert!(f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: None }, Some(&only_h), &mut c).is_err());
+    let f = |batch: Batch, init: Option<&States>, c: &mut RnnCache| {
+        rnn.forward(&p, batch, init, None, c)
+    };
+    assert!(f(
+        Batch {
+            input: Input::Dense(&[]),
+            t: 0,
+            b: 1,
+            lengths: None
+        },
+        None,
+        &mut c
+    )
+    .is_err());
+    assert!(f(
+        Batch {
+            input: Input::Dense(&x),
+            t: 2,
+            b: 2,
+            lengths: None
+        },
+        None,
+        &mut c
+    )
+    .is_err());
+    assert!(f(
+        Batch {
+            input: Input::Dense(&x),
+            t: 2,
+            b: 1,
+            lengths: Some(&[3])
+        },
+        None,
+        &mut c
+    )
+    .is_err());
+    assert!(f(
+        Batch {
+            input: Input::Dense(&x),
+            t: 2,
+            b: 1,
+            lengths: Some(&[0])
+        },
+        None,
+        &mut c
+    )
+    .is_err());
+    assert!(f(
+        Batch {
+            input: Input::Dense(&x),
+            t: 2,
+            b: 1,
+            lengths: Some(&[1, 1])
+        },
+        None,
+        &mut c
+    )
+    .is_err());
+    assert!(f(
+        Batch {
+            input: Input::Tokens(&[0, 3]),
+            t: 2,
+            b: 1,
+            lengths: None
+        },
+        None,
+        &mut c
+    )
+    .is_err());
+    let only_h = States {
+        h: vec![0.0; 2],
+        c: vec![],
+    };
+    assert!(f(
+        Batch {
+            input: Input::Dense(&x),
+            t: 2,
+            b: 1,
+            lengths: None
+        },
+        Some(&only_h),
+        &mut c
+    )
+    .is_err());
     // backward before any forward, or with a wrong gradient shape
     let mut g = vec![0.0; p.len()];
-    assert!(rnn.backward(&p, &mut RnnCache::default(), &[0.0; 4], None, &mut g, None, None).is_err());
-    f(Batch { input: Input::Dense(&x), t: 2, b: 1, lengths: None }, None, &mut c).unwrap();
-    assert!(rnn.backward(&p, &mut c, &[0.0; 3], None, &mut g, None, None).is_err());
+    assert!(rnn
+        .backward(
+            &p,
+            &mut RnnCache::default(),
+            &[0.0; 4],
+            None,
+            &mut g,
+            None,
+            None
+        )
+        .is_err());
+    f(
+        Batch {
+            input: Input::Dense(&x),
+            t: 2,
+            b: 1,
+            lengths: None,
+        },
+        None,
+        &mut c,
+    )
+    .unwrap();
+    assert!(rnn
+        .backward(&p, &mut c, &[0.0; 3], None, &mut g, None, None)
+        .is_err());
     // configurations SpikingJelly rejects
     let mut cfg = RnnConfig::new(CellKind::Lstm, 3, 2);
     cfg.surrogate2 = Some(Surrogate::default().with_spiking(false));
@@ -228,7 +459,11 @@ fn state_dict_names_and_shapes() {
     cfg.bidirectional = true;
     let mut layout = ParamLayout::new();
     SpikingRnn::new(cfg, &mut layout, "lstm.").unwrap();
-    let names: Vec<String> = layout.specs.iter().map(|s| format!("{} {:?}", s.name, s.shape)).collect();
+    let names: Vec<String> = layout
+        .specs
+        .iter()
+        .map(|s| format!("{} {:?}", s.name, s.shape))
+        .collect();
     assert_eq!(names[0], "lstm.cells.0.linear_ih.weight [1024, 58]");
     assert_eq!(names[4], "lstm.cells.1.linear_ih.weight [1024, 512]");
     assert_eq!(names[8], "lstm.cells_reverse.0.linear_ih.weight [1024, 58]");

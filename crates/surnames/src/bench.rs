@@ -38,7 +38,12 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// Runs `step` (which processes `items` items) repeatedly for `budget`, `rounds` times.
-fn measure(rounds: usize, budget: Duration, items: usize, mut step: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+fn measure(
+    rounds: usize,
+    budget: Duration,
+    items: usize,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
     for _ in 0..3 {
         step()?; // warm-up: caches, allocations, thread pool
     }
@@ -56,7 +61,9 @@ fn measure(rounds: usize, budget: Duration, items: usize, mut step: impl FnMut()
 }
 
 fn random_names(rng: &mut ChaCha8Rng, n: usize, len: usize) -> Vec<Vec<u32>> {
-    (0..n).map(|_| (0..len).map(|_| rng.gen_range(0..58)).collect()).collect()
+    (0..n)
+        .map(|_| (0..len).map(|_| rng.gen_range(0..58)).collect())
+        .collect()
 }
 
 /// What to measure.
@@ -75,7 +82,13 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut results = Vec::new();
     let mut push = |key: &str, rounds: Vec<f64>, unit: &str, threads: usize| {
-        results.push(BenchResult { key: key.into(), value: median(&rounds), unit: unit.into(), rounds, threads });
+        results.push(BenchResult {
+            key: key.into(),
+            value: median(&rounds),
+            unit: unit.into(),
+            rounds,
+            threads,
+        });
     };
     let kind = LossKind::Mse;
 
@@ -110,11 +123,15 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         push("infer_b1_seqs_per_s", r, "seqs/s", 1);
     }
     // Batch 64, T = 10, all threads.
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.threads).build()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads)
+        .build()?;
     if want("train_b64_seqs_per_s") {
         let mut params = model.init_params(1);
         let mut adam = Adam::new(params.len(), 1e-4);
-        let mut ws: Vec<_> = (0..opts.threads).map(|k| model.workspace(k as u64)).collect();
+        let mut ws: Vec<_> = (0..opts.threads)
+            .map(|k| model.workspace(k as u64))
+            .collect();
         let names = random_names(&mut rng, 64, 10);
         let refs: Vec<&[u32]> = names.iter().map(|n| n.as_slice()).collect();
         let labels: Vec<usize> = (0..64).map(|i| i % 18).collect();
@@ -128,11 +145,19 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         push("train_b64_seqs_per_s", r, "seqs/s", opts.threads);
     }
     // Real names, batches of 64 with their natural lengths, all threads.
-    if let Some((names, labels)) = opts.names.as_ref().filter(|_| want("train_batched_names_per_s")) {
+    if let Some((names, labels)) = opts
+        .names
+        .as_ref()
+        .filter(|_| want("train_batched_names_per_s"))
+    {
         let mut params = model.init_params(1);
         let mut adam = Adam::new(params.len(), 1e-4);
-        let mut ws: Vec<_> = (0..opts.threads).map(|k| model.workspace(k as u64)).collect();
-        let ce = LossKind::CrossEntropy { class_weights: None };
+        let mut ws: Vec<_> = (0..opts.threads)
+            .map(|k| model.workspace(k as u64))
+            .collect();
+        let ce = LossKind::CrossEntropy {
+            class_weights: None,
+        };
         let mut order: Vec<usize> = (0..names.len()).collect();
         let mut pos = 0;
         let r = pool.install(|| {

@@ -5,7 +5,9 @@ use surnames::conformance::check_file;
 fn golden(name: &str) -> String {
     let dir = std::env::var_os("SURNAMES_GOLDEN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+        });
     let path = dir.join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
@@ -17,7 +19,11 @@ fn all_rnn_cases_match_spikingjelly() {
     for r in &reports {
         println!("{}", r.line());
     }
-    let failed: Vec<_> = reports.iter().filter(|r| !r.pass()).map(|r| r.line()).collect();
+    let failed: Vec<_> = reports
+        .iter()
+        .filter(|r| !r.pass())
+        .map(|r| r.line())
+        .collect();
     assert!(failed.is_empty(), "failing cases:\n{}", failed.join("\n"));
 }
 

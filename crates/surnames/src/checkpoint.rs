@@ -1,0 +1,218 @@
+//! Run directories: `model.safetensors` (SpikingJelly/PyTorch key names and layouts) next to
+//! `config.json`, written atomically; strict loading with one-line errors; import of a
+//! `state_dict` saved from the Python tutorial.
+
+use crate::config::{ModelSpec, RunConfig, SplitSpec};
+use crate::fsutil::write_atomic;
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use spiking_rnn::SeqClassifier;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+
+/// A model ready to use.
+pub struct LoadedModel {
+    pub config: RunConfig,
+    pub model: SeqClassifier,
+    pub params: Vec<f32>,
+}
+
+/// Named f32 tensors in PyTorch layout → safetensors bytes.
+pub fn tensors_to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(safetensors::serialize(views, &None)?)
+}
+
+/// safetensors bytes → named f32 tensors (F64/F16/BF16 are converted), in file order.
+pub fn bytes_to_tensors(
+    bytes: &[u8],
+    what: &str,
+) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| anyhow!("{what} is not a valid safetensors file ({e})"))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F64 => raw
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            other => bail!(
+                "{what}: tensor '{name}' has dtype {other:?}; only float tensors can be loaded"
+            ),
+        };
+        out.insert(name, (view.shape().to_vec(), data));
+    }
+    Ok(out)
+}
+
+/// Writes `model.safetensors` then `config.json`, each atomically.
+pub fn save_run(
+    dir: &Path,
+    config: &RunConfig,
+    model: &SeqClassifier,
+    params: &[f32],
+) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create run directory {}", dir.display()))?;
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = model
+        .layout
+        .specs
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.shape.clone(),
+                model.layout.export(params, s),
+            )
+        })
+        .collect();
+    write_atomic(&dir.join(MODEL_FILE), &tensors_to_bytes(&tensors)?)?;
+    write_atomic(
+        &dir.join(CONFIG_FILE),
+        serde_json::to_string_pretty(config)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+pub fn load_config(dir: &Path) -> Result<RunConfig> {
+    if !dir.is_dir() {
+        bail!("run directory {} does not exist", dir.display());
+    }
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let config: RunConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid run configuration", path.display()))?;
+    config
+        .validate()
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(config)
+}
+
+/// Loads a run directory, checking that every tensor is present exactly once with the shape the
+/// config implies and finite values.
+pub fn load_run(dir: &Path) -> Result<LoadedModel> {
+    let config = load_config(dir)?;
+    let model = config.model.build()?;
+    let path = dir.join(MODEL_FILE);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let tensors = bytes_to_tensors(&bytes, &path.display().to_string())?;
+    let params = params_from_tensors(&model, &tensors, &[]).with_context(|| {
+        format!(
+            "{} does not match {} (config and weights disagree)",
+            path.display(),
+            dir.join(CONFIG_FILE).display()
+        )
+    })?;
+    Ok(LoadedModel {
+        config,
+        model,
+        params,
+    })
+}
+
+/// Fills a parameter buffer from named tensors. Keys matching `ignore` suffixes are skipped;
+/// any other unknown key, a missing key, a wrong shape or a non-finite value is an error.
+pub fn params_from_tensors(
+    model: &SeqClassifier,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    ignore: &[&str],
+) -> Result<Vec<f32>> {
+    let extra: Vec<&str> = tensors
+        .keys()
+        .filter(|k| model.layout.get(k).is_none() && !ignore.iter().any(|s| k.ends_with(s)))
+        .map(|k| k.as_str())
+        .collect();
+    if !extra.is_empty() {
+        bail!("unexpected tensors: {}", extra.join(", "));
+    }
+    let mut params = vec![0.0; model.num_params()];
+    model.layout.import_all(
+        &mut params,
+        tensors
+            .iter()
+            .filter(|(k, _)| model.layout.get(k).is_some())
+            .map(|(k, (s, d))| (k.as_str(), s.as_slice(), d.as_slice())),
+    )?;
+    Ok(params)
+}
+
+/// Turns a `state_dict` of the tutorial's `Net` (keys `lstm.cells.0.linear_ih.weight`, …,
+/// `fc.weight`, `fc.bias`, saved with `safetensors.torch.save_file`) into a model. Sizes, layer
+/// count and directions are read off the tensors.
+pub fn import_state_dict(
+    bytes: &[u8],
+    what: &str,
+    categories: Vec<String>,
+    clamp_cell: bool,
+) -> Result<LoadedModel> {
+    let tensors = bytes_to_tensors(bytes, what)?;
+    let shape = |k: &str| {
+        tensors
+            .get(k)
+            .map(|(s, _)| s.clone())
+            .ok_or_else(|| anyhow!("{what} has no tensor '{k}'"))
+    };
+    let w_ih = shape("lstm.cells.0.linear_ih.weight")?;
+    let fc = shape("fc.weight")?;
+    if w_ih.len() != 2 || fc.len() != 2 || w_ih[0] % 4 != 0 {
+        bail!("{what}: lstm.cells.0.linear_ih.weight must be [4H, I] and fc.weight [C, H]");
+    }
+    let num_layers = (0..)
+        .take_while(|l| tensors.contains_key(&format!("lstm.cells.{l}.linear_ih.weight")))
+        .count();
+    let mut spec = ModelSpec::tutorial(fc[0]);
+    spec.input_size = w_ih[1];
+    spec.hidden_size = w_ih[0] / 4;
+    spec.num_layers = num_layers;
+    spec.bidirectional = tensors.contains_key("lstm.cells_reverse.0.linear_ih.weight");
+    spec.clamp_cell = clamp_cell;
+    if categories.len() != spec.num_classes {
+        bail!(
+            "{what} has {} outputs but {} categories were given",
+            spec.num_classes,
+            categories.len()
+        );
+    }
+    let config = RunConfig::new(
+        categories,
+        spec,
+        SplitSpec::default(),
+        None,
+        &format!("imported from {what}"),
+    );
+    config.validate()?;
+    let model = config.model.build()?;
+    // 2020-era SpikingJelly stored surrogate α as buffers: `…surrogate_function1.alpha`.
+    let params =
+        params_from_tensors(&model, &tensors, &[".alpha"]).with_context(|| what.to_string())?;
+    Ok(LoadedModel {
+        config,
+        model,
+        params,
+    })
+}

@@ -1,0 +1,930 @@
+//! The subcommands: argument types and what each one does.
+
+use crate::checkpoint::{self, load_run, save_run, LoadedModel};
+use crate::config::{ModelSpec, RunConfig, SplitSpec, TrainConfig};
+use crate::datasets::{self, encode, Encoded};
+use crate::evaluate::{argmaxes, predict as predict_probs, score};
+use crate::fsutil::write_atomic;
+use crate::plots;
+use crate::train::{self, TrainData};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use spiking_rnn::classifier::FiringStats;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the names data comes from.
+#[derive(Args, Clone, Debug, Default)]
+pub struct DataSourceArgs {
+    /// Directory with the 18 `<Language>.txt` files (default: $SURNAMES_DATA, else the cache).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Accept files whose SHA-256 differs from the official archive's.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn set_threads(threads: usize) -> Result<()> {
+    // The global pool can only be built once; later calls in the same process keep the first.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build_global();
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// data
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    #[command(flatten)]
+    pub source: DataSourceArgs,
+    /// Which split to describe: `tutorial` or `dedup`.
+    #[arg(long, default_value = "tutorial")]
+    pub split: String,
+    /// Seed of the dedup split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn data(a: DataArgs) -> Result<()> {
+    let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
+    let spec = SplitSpec {
+        kind: a.split.clone(),
+        seed: a.seed,
+        val_fraction: 0.0,
+    };
+    let lists = datasets::split(&ds, &spec)?;
+    let split = surnames_data::Split {
+        train: lists.train,
+        test: lists.test,
+    };
+    let rows = surnames_data::counts_table(&ds, &split);
+    if a.json {
+        let cats: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"name": r.name, "n": r.n, "distinct": r.distinct, "train": r.train, "test": r.test}))
+            .collect();
+        let out = json!({
+            "dir": dir.display().to_string(),
+            "split": a.split,
+            "n_names": ds.len(),
+            "n_train": split.n_train(),
+            "n_test": split.n_test(),
+            "max_name_length": ds.max_name_len(),
+            "categories": cats,
+        });
+        println!("{out}");
+    } else {
+        println!("data: {} ({} split)", dir.display(), a.split);
+        print!("{}", surnames_data::format_counts_table(&rows));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// train
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// Run directory to write (model, config, metrics, plots).
+    #[arg(long, value_name = "RUN", required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run in RUN with its saved sampler and optimiser state.
+    #[arg(long, value_name = "RUN", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// `tutorial` (1,000,000 single-name steps, MSE, Adam 1e-4) or `fast` (batched recipe).
+    #[arg(long, default_value = "tutorial")]
+    pub preset: String,
+    #[command(flatten)]
+    pub source: DataSourceArgs,
+    /// Optimiser steps (the tutorial calls them episodes/epochs).
+    #[arg(long, alias = "steps", value_name = "N")]
+    pub episodes: Option<u64>,
+    /// Passes over the training names (sets the steps from the batch size).
+    #[arg(long, conflicts_with = "episodes")]
+    pub epochs: Option<f64>,
+    /// Evaluate on the test set every N steps.
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<u64>,
+    /// Seed of initialisation, sampling and dropout.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub lr: Option<f32>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    #[arg(long)]
+    pub layers: Option<usize>,
+    #[arg(long)]
+    pub bidirectional: bool,
+    /// `lstm`, `gru`, `rnn` (spiking) or `ann-lstm` (conventional LSTM baseline).
+    #[arg(long)]
+    pub cell: Option<String>,
+    /// Surrogate gradient, `NAME[:alpha]` (Erf, Sigmoid, ATan, PiecewiseQuadratic, …).
+    #[arg(long)]
+    pub surrogate: Option<String>,
+    /// The 2020 cell (no cap on the LSTM cell state), as in the tutorial's published numbers.
+    #[arg(long)]
+    pub no_clamp: bool,
+    /// `mse` (softmax vs one-hot, the tutorial's) or `ce` (cross-entropy).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Weight the cross-entropy by inverse class frequency.
+    #[arg(long)]
+    pub class_weighted: Option<bool>,
+    /// `class-uniform` (tutorial), `natural` or `shuffled` (epochs).
+    #[arg(long)]
+    pub sampling: Option<String>,
+    /// Learning-rate schedule: `constant`, `cosine` or `step`.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Linear warm-up steps.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Clip the gradient norm (0 = off).
+    #[arg(long)]
+    pub clip: Option<f32>,
+    /// Dropout between stacked layers.
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// `tutorial` (file order, first 80% train) or `dedup` (distinct names, shuffled 80/20).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Hold out this share of the training names for validation / best checkpoint.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Early stopping: evaluations without a better validation score (0 = off).
+    #[arg(long)]
+    pub patience: Option<u32>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// The configuration a `train` invocation asks for.
+pub fn build_run_config(
+    a: &TrainArgs,
+    categories: Vec<String>,
+    n_train_hint: usize,
+) -> Result<RunConfig> {
+    let mut model = ModelSpec::tutorial(categories.len());
+    let mut tc = TrainConfig::tutorial();
+    let mut split = SplitSpec::default();
+    match a.preset.as_str() {
+        "tutorial" => {}
+        "fast" => {
+            tc.preset = "fast".into();
+            tc.batch_size = 32;
+            tc.lr = 3e-3;
+            tc.loss = "ce".into();
+            tc.sampling = "shuffled".into();
+            tc.schedule = "cosine".into();
+            tc.warmup_steps = 50;
+            tc.clip_norm = 5.0;
+            split.val_fraction = 0.0;
+        }
+        other => bail!("unknown preset '{other}' (expected tutorial or fast)"),
+    }
+    if let Some(v) = &a.cell {
+        model.cell = v.clone();
+    }
+    if let Some(v) = a.hidden {
+        model.hidden_size = v;
+    }
+    if let Some(v) = a.layers {
+        model.num_layers = v;
+    }
+    model.bidirectional |= a.bidirectional;
+    if let Some(v) = &a.surrogate {
+        model.surrogate = v.clone();
+    }
+    model.clamp_cell &= !a.no_clamp;
+    if let Some(v) = a.dropout {
+        model.dropout = v;
+    }
+    if let Some(v) = &a.split {
+        split.kind = v.clone();
+    }
+    if let Some(v) = a.val_fraction {
+        split.val_fraction = v;
+    }
+    macro_rules! set {
+        ($field:ident, $opt:expr) => {
+            if let Some(v) = $opt.clone() {
+                tc.$field = v;
+            }
+        };
+    }
+    set!(lr, a.lr);
+    set!(batch_size, a.batch_size);
+    set!(loss, a.loss);
+    set!(class_weighted, a.class_weighted);
+    set!(sampling, a.sampling);
+    set!(schedule, a.schedule);
+    set!(warmup_steps, a.warmup);
+    set!(weight_decay, a.weight_decay);
+    set!(clip_norm, a.clip);
+    set!(patience, a.patience);
+    set!(seed, a.seed);
+    split.seed = tc.seed;
+    tc.threads = a.threads.unwrap_or_else(default_threads).max(1);
+    if tc.batch_size == 0 {
+        bail!("--batch-size must be ≥ 1");
+    }
+    let steps_per_epoch = (n_train_hint as u64).div_ceil(tc.batch_size as u64).max(1);
+    if tc.preset == "fast" {
+        tc.steps = 12 * steps_per_epoch;
+        tc.eval_every = steps_per_epoch;
+    }
+    if let Some(e) = a.epochs {
+        if !(e > 0.0 && e.is_finite()) {
+            bail!("--epochs must be > 0");
+        }
+        tc.steps = ((e * steps_per_epoch as f64).round() as u64).max(1);
+    }
+    set!(steps, a.episodes);
+    set!(eval_every, a.eval_every);
+    tc.eval_every = tc.eval_every.min(tc.steps).max(1);
+    let cfg = RunConfig::new(categories, model, split, Some(tc), "trained");
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn prepare(ds: &surnames_data::Dataset, split: &SplitSpec) -> Result<TrainData> {
+    let lists = datasets::split(ds, split)?;
+    Ok(TrainData {
+        train: encode(&lists.train)?,
+        val: encode(&lists.val)?,
+        test: encode(&lists.test)?,
+        lists,
+    })
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
+    let (run_dir, cfg, resume) = match &a.resume {
+        Some(r) => {
+            let cfg = checkpoint::load_config(r)?;
+            if cfg.training.is_none() {
+                bail!(
+                    "{} holds an imported model, not a training run",
+                    r.display()
+                );
+            }
+            (r.clone(), cfg, true)
+        }
+        None => {
+            let out = a.out.clone().context("--out RUN is required")?;
+            if out.join(train::STATE_FILE).exists() {
+                bail!(
+                    "{} already holds a run; use --resume {} or another --out",
+                    out.display(),
+                    out.display()
+                );
+            }
+            // Training-set size for epoch-based settings comes from the split itself.
+            let probe = build_run_config(&a, ds.categories.clone(), 1)?;
+            let n_train = datasets::split(&ds, &probe.split)?
+                .train
+                .iter()
+                .map(Vec::len)
+                .sum();
+            (
+                out,
+                build_run_config(&a, ds.categories.clone(), n_train)?,
+                false,
+            )
+        }
+    };
+    datasets::check_categories(&ds, &cfg.categories, &dir)?;
+    let data = prepare(&ds, &cfg.split)?;
+    let tc = cfg.training.clone().context("no training section")?;
+    set_threads(tc.threads)?;
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    // Fail early, before hours of training, if the directory is not writable.
+    write_atomic(
+        &run_dir.join(checkpoint::CONFIG_FILE),
+        serde_json::to_string_pretty(&cfg)?.as_bytes(),
+    )
+    .with_context(|| format!("run directory {} is not writable", run_dir.display()))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted twice: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this step; saving (Ctrl-C again to abort)…");
+        });
+    }
+    eprintln!(
+        "training {} ({} cell, hidden {}, {} layer(s)) on {} names, testing on {}; {} steps of batch {}, {} thread(s) → {}",
+        tc.preset,
+        cfg.model.cell,
+        cfg.model.hidden_size,
+        cfg.model.num_layers,
+        data.train.len(),
+        data.test.len(),
+        tc.steps,
+        tc.batch_size,
+        tc.threads,
+        run_dir.display()
+    );
+    let out = train::run(&run_dir, &cfg, &data, resume, &stop)?;
+    let secs = out.elapsed_s;
+    if out.interrupted {
+        eprintln!(
+            "interrupted at step {}; saved to {}. Continue with: surnames train --resume {}",
+            out.steps,
+            run_dir.display(),
+            run_dir.display()
+        );
+        std::process::exit(130);
+    }
+    if let Some(r) = &out.last {
+        eprintln!(
+            "done: {} steps in {:.0}m {:.0}s; test accuracy {:.4}, macro-F1 {:.4}{} → {}",
+            out.steps,
+            (secs / 60.0).floor(),
+            secs % 60.0,
+            r.test_accuracy,
+            r.test_macro_f1,
+            if data.val.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; kept the best validation checkpoint (step {})",
+                    out.best_step
+                )
+            },
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// eval
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Run directory (from `train` or `import`).
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub source: DataSourceArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    set_threads(a.threads.unwrap_or_else(default_threads))?;
+    let m = load_run(&a.model)?;
+    let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
+    datasets::check_categories(&ds, &m.config.categories, &dir)?;
+    let lists = datasets::split(&ds, &m.config.split)?;
+    let test = encode(&lists.test)?;
+    let mut firing = FiringStats::default();
+    let probs = predict_probs(&m.model, &m.params, &test.seqs, Some(&mut firing))?;
+    let c = m.config.categories.len();
+    let s = score(&argmaxes(&probs, c), &test.labels, c);
+    let random_guess = 1.0 / c as f64;
+    let (maj_class, maj_n) = test
+        .per_class
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, &n)| n)
+        .map(|(i, &n)| (i, n))
+        .unwrap_or((0, 0));
+    let majority = maj_n as f64 / test.len().max(1) as f64;
+    let svg = plots::accuracy_bar_svg(s.accuracy as f32, random_guess as f32)
+        .map_err(anyhow::Error::msg)?;
+    let plot = a.model.join("TestAccuracy.svg");
+    plots::save_svg(&plot, &svg)?;
+    let rates = firing.rates();
+    if a.json {
+        let per: serde_json::Map<String, serde_json::Value> = m
+            .config
+            .categories
+            .iter()
+            .zip(&s.per_category)
+            .map(|(name, p)| {
+                (
+                    name.clone(),
+                    json!({"accuracy": p.accuracy, "precision": p.precision, "f1": p.f1, "n": p.n}),
+                )
+            })
+            .collect();
+        let fr: serde_json::Map<String, serde_json::Value> =
+            rates.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        println!(
+            "{}",
+            json!({
+                "accuracy": s.accuracy, "macro_f1": s.macro_f1, "random_guess": random_guess,
+                "majority_baseline": majority, "majority_category": m.config.categories[maj_class],
+                "n_test": s.n, "split": m.config.split.kind, "per_category": per, "firing_rates": fr,
+            })
+        );
+    } else {
+        println!(
+            "Test accuracy: {:.3}, Random guess: {:.3}",
+            s.accuracy, random_guess
+        );
+        println!(
+            "Majority baseline (always {}): {:.3}",
+            m.config.categories[maj_class], majority
+        );
+        println!(
+            "Macro-F1: {:.3}   ({} test names, {} split)",
+            s.macro_f1, s.n, m.config.split.kind
+        );
+        println!(
+            "\n{:<12} {:>8} {:>9} {:>6} {:>6}",
+            "language", "accuracy", "precision", "F1", "n"
+        );
+        for (name, p) in m.config.categories.iter().zip(&s.per_category) {
+            println!(
+                "{:<12} {:>8.3} {:>9.3} {:>6.3} {:>6}",
+                name, p.accuracy, p.precision, p.f1, p.n
+            );
+        }
+        println!("\nmean firing rate over the test set:");
+        for (k, v) in &rates {
+            println!("  {k:<12} {v:.3}");
+        }
+        println!("\nwrote {}", plot.display());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// predict
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    /// How many languages to show per name.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+    /// One JSON object per name per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Names (default: one per line on stdin, or an interactive prompt on a terminal).
+    pub names: Vec<String>,
+}
+
+pub fn predict(a: PredictArgs) -> Result<()> {
+    let m = load_run(&a.model)?;
+    let c = m.config.categories.len();
+    if a.top == 0 || a.top > c {
+        bail!("--top must be between 1 and {c}");
+    }
+    let stdin = std::io::stdin();
+    let mut failed = 0usize;
+    if !a.names.is_empty() {
+        failed += answer(&m, &a, &a.names)?;
+    } else if !stdin.is_terminal() {
+        let names: Vec<String> = stdin
+            .lock()
+            .lines()
+            .collect::<std::io::Result<_>>()
+            .context("cannot read stdin")?;
+        let names: Vec<String> = names.into_iter().filter(|n| !n.trim().is_empty()).collect();
+        failed += answer(&m, &a, &names)?;
+    } else {
+        loop {
+            eprint!("Please input a surname to predict its language origin (empty line to quit): ");
+            std::io::stderr().flush().ok();
+            let mut line = String::new();
+            if stdin
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read stdin")?
+                == 0
+            {
+                break;
+            }
+            let name = line.trim_end_matches(['\n', '\r']).to_string();
+            if name.trim().is_empty() {
+                break;
+            }
+            failed += answer(&m, &a, &[name])?;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} name(s) could not be read (nothing left after normalisation)");
+    }
+    Ok(())
+}
+
+/// Predicts and prints; returns how many names had nothing left to predict on.
+fn answer(m: &LoadedModel, a: &PredictArgs, names: &[String]) -> Result<usize> {
+    let mut ok: Vec<(usize, String)> = Vec::new();
+    let mut failed = 0;
+    for (i, raw) in names.iter().enumerate() {
+        let n = surnames_data::normalise(raw);
+        if !n.dropped.is_empty() {
+            let d: String = n.dropped.iter().collect();
+            eprintln!("warning: {raw:?}: ignored characters outside the alphabet: {d:?}");
+        }
+        if n.text.is_empty() {
+            eprintln!("error: {raw:?}: no letters of the alphabet left to predict on");
+            failed += 1;
+        } else {
+            ok.push((i, n.text));
+        }
+    }
+    let seqs: Vec<Vec<u32>> = ok
+        .iter()
+        .filter_map(|(_, t)| surnames_data::encode(t))
+        .collect();
+    let probs = predict_probs(&m.model, &m.params, &seqs, None)?;
+    let c = m.config.categories.len();
+    let mut out = std::io::stdout().lock();
+    for (k, (i, text)) in ok.iter().enumerate() {
+        let p = &probs[k * c..(k + 1) * c];
+        let mut order: Vec<usize> = (0..c).collect();
+        order.sort_by(|&x, &y| p[y].total_cmp(&p[x]).then(x.cmp(&y)));
+        order.truncate(a.top);
+        if a.json {
+            let preds: Vec<_> = order
+                .iter()
+                .map(|&j| json!({"category": m.config.categories[j], "probability": p[j]}))
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                json!({"name": names[*i], "normalised": text, "predictions": preds})
+            )?;
+        } else {
+            writeln!(out, "\n> {}", names[*i])?;
+            for &j in &order {
+                writeln!(out, "({:.2}) {}", p[j], m.config.categories[j])?;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// confusion
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct ConfusionArgs {
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub source: DataSourceArgs,
+    /// Random draws (language uniformly, then a name from all its names), as the tutorial.
+    #[arg(long, default_value_t = 10_000, conflicts_with = "split")]
+    pub samples: usize,
+    /// Use every name of a split once instead (`test`, `train` or `all`).
+    #[arg(long)]
+    pub split: Option<String>,
+    /// Reproduce the tutorial's normalisation bug (entry (i,j) divided by the sum of row j).
+    #[arg(long)]
+    pub python_normalisation: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output directory (default: the run directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn confusion(a: ConfusionArgs) -> Result<()> {
+    set_threads(default_threads())?;
+    let m = load_run(&a.model)?;
+    let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
+    datasets::check_categories(&ds, &m.config.categories, &dir)?;
+    let lists = datasets::split(&ds, &m.config.split)?;
+    let c = m.config.categories.len();
+    let all: Vec<Vec<String>> = (0..c)
+        .map(|k| {
+            lists.train[k]
+                .iter()
+                .chain(&lists.val[k])
+                .chain(&lists.test[k])
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let enc: Encoded = match a.split.as_deref() {
+        Some("test") => encode(&lists.test)?,
+        Some("train") => encode(&lists.train)?,
+        Some("all") => encode(&all)?,
+        Some(other) => bail!("unknown --split '{other}' (expected test, train or all)"),
+        None => {
+            if a.samples == 0 {
+                bail!("--samples must be ≥ 1");
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+            let mut draws = vec![Vec::new(); c];
+            for _ in 0..a.samples {
+                let k = rng.gen_range(0..c);
+                if all[k].is_empty() {
+                    continue;
+                }
+                let i = rng.gen_range(0..all[k].len());
+                draws[k].push(all[k][i].clone());
+            }
+            encode(&draws)?
+        }
+    };
+    let probs = predict_probs(&m.model, &m.params, &enc.seqs, None)?;
+    let mut counts = vec![0f64; c * c];
+    for (p, &y) in argmaxes(&probs, c).iter().zip(&enc.labels) {
+        counts[y * c + p] += 1.0;
+    }
+    let row_sum = |i: usize| counts[i * c..(i + 1) * c].iter().sum::<f64>();
+    let norm: Vec<f32> = (0..c * c)
+        .map(|k| {
+            let (i, j) = (k / c, k % c);
+            let s = if a.python_normalisation {
+                row_sum(j)
+            } else {
+                row_sum(i)
+            };
+            if s > 0.0 {
+                (counts[k] / s) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let out = a.out.clone().unwrap_or_else(|| a.model.clone());
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut csv = format!("true\\predicted,{}\n", m.config.categories.join(","));
+    for i in 0..c {
+        let row: Vec<String> = norm[i * c..(i + 1) * c]
+            .iter()
+            .map(|v| format!("{v:.6}"))
+            .collect();
+        csv.push_str(&format!("{},{}\n", m.config.categories[i], row.join(",")));
+    }
+    write_atomic(&out.join("confusion.csv"), csv.as_bytes())?;
+    crate::npy::write_npy_f32(&out.join("confusion.npy"), &[c, c], &norm)?;
+    let counts_i: Vec<i64> = counts.iter().map(|&x| x as i64).collect();
+    crate::npy::write_npy_i64(&out.join("confusion_counts.npy"), &[c, c], &counts_i)?;
+    let what = match a.split.as_deref() {
+        Some(s) => format!("{s} split, {} names", enc.len()),
+        None => format!("{} random draws", enc.len()),
+    };
+    let svg = plots::confusion_svg(
+        &m.config.categories,
+        &norm,
+        &format!("Confusion matrix ({what})"),
+    )
+    .map_err(anyhow::Error::msg)?;
+    plots::save_svg(&out.join("ConfusionMatrix.svg"), &svg)?;
+    let mut off: Vec<(f32, usize, usize)> = (0..c * c)
+        .filter(|k| k / c != k % c)
+        .map(|k| (norm[k], k / c, k % c))
+        .collect();
+    off.sort_by(|x, y| y.0.total_cmp(&x.0));
+    println!("confusion matrix over {what}; rows = true language, columns = predicted");
+    println!("most confused:");
+    for (v, i, j) in off.iter().take(5) {
+        println!(
+            "  {:<11} → {:<11} {:.3}",
+            m.config.categories[*i], m.config.categories[*j], v
+        );
+    }
+    println!(
+        "wrote {}/confusion.csv, confusion.npy, confusion_counts.npy, ConfusionMatrix.svg",
+        out.display()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// import / export
+// ---------------------------------------------------------------------------------------------
+
+/// The 18 languages of the official data, alphabetical.
+pub fn official_categories() -> Vec<String> {
+    let mut v: Vec<String> = surnames_data::OFFICIAL_SHA256
+        .iter()
+        .map(|(f, _)| f.trim_end_matches(".txt").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A `Net.state_dict()` saved with `safetensors.torch.save_file`.
+    #[arg(long, value_name = "FILE")]
+    pub state_dict: PathBuf,
+    #[arg(long, value_name = "RUN")]
+    pub out: PathBuf,
+    /// The weights come from the 2020 SpikingJelly (no cell-state cap).
+    #[arg(long)]
+    pub no_clamp: bool,
+    /// Output order of the Python model, comma-separated (default: the 18 languages
+    /// alphabetically; the Python script uses its directory-listing order).
+    #[arg(long, value_delimiter = ',')]
+    pub categories: Option<Vec<String>>,
+}
+
+pub fn import(a: ImportArgs) -> Result<()> {
+    let bytes = std::fs::read(&a.state_dict)
+        .with_context(|| format!("cannot read {}", a.state_dict.display()))?;
+    let cats = a.categories.clone().unwrap_or_else(official_categories);
+    let m = checkpoint::import_state_dict(
+        &bytes,
+        &a.state_dict.display().to_string(),
+        cats,
+        !a.no_clamp,
+    )?;
+    save_run(&a.out, &m.config, &m.model, &m.params)?;
+    println!(
+        "imported {} (hidden {}, {} layer(s){}, clamp {}) → {}",
+        a.state_dict.display(),
+        m.config.model.hidden_size,
+        m.config.model.num_layers,
+        if m.config.model.bidirectional {
+            ", bidirectional"
+        } else {
+            ""
+        },
+        if m.config.model.clamp_cell {
+            "on"
+        } else {
+            "off"
+        },
+        a.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long, value_name = "RUN")]
+    pub model: PathBuf,
+    /// Where to write the state_dict (`.safetensors`).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    let m = load_run(&a.model)?;
+    let tensors: Vec<_> = m
+        .model
+        .layout
+        .specs
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.shape.clone(),
+                m.model.layout.export(&m.params, s),
+            )
+        })
+        .collect();
+    write_atomic(&a.out, &checkpoint::tensors_to_bytes(&tensors)?)?;
+    println!(
+        "wrote {} ({} tensors; load with safetensors.torch.load_file and Net.load_state_dict)",
+        a.out.display(),
+        tensors.len()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// conformance, bench
+// ---------------------------------------------------------------------------------------------
+
+pub fn conformance(files: &[PathBuf]) -> Result<()> {
+    let mut failed = 0usize;
+    let mut total = 0usize;
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let reports =
+            crate::conformance::check_file(&text).with_context(|| format!("{}", f.display()))?;
+        println!("# {}", f.display());
+        for r in &reports {
+            println!("{}", r.line());
+            total += 1;
+            failed += usize::from(!r.pass());
+        }
+    }
+    println!("{} passed, {} failed", total - failed, failed);
+    if failed > 0 {
+        bail!("{failed} of {total} conformance cases failed");
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds per measurement round.
+    #[arg(long, default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Rounds per measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Threads for the batched measurements (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Only the measurements whose key contains this text (e.g. `train_b1`).
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Names data for `train_batched_names_per_s` (default: $SURNAMES_DATA; skipped if neither).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    if !(a.seconds > 0.0 && a.seconds.is_finite()) || a.rounds == 0 {
+        bail!("--seconds must be > 0 and --rounds ≥ 1");
+    }
+    let threads = a.threads.unwrap_or_else(default_threads).max(1);
+    let data_dir = a
+        .data
+        .clone()
+        .or_else(|| std::env::var_os(surnames_data::ENV_VAR).map(PathBuf::from));
+    let names = match data_dir {
+        Some(d) => {
+            let ds = surnames_data::load_dir(&d)?;
+            let enc = encode(&surnames_data::tutorial_split(&ds).train)?;
+            Some((enc.seqs, enc.labels))
+        }
+        None => None,
+    };
+    let opts = crate::bench::BenchOptions {
+        rounds: a.rounds,
+        budget: Duration::from_secs_f64(a.seconds),
+        threads,
+        names,
+        only: a.only,
+    };
+    let results = crate::bench::run(&opts)?;
+    let machine = machine_description();
+    if a.json {
+        let mut obj = serde_json::Map::new();
+        for r in &results {
+            obj.insert(r.key.clone(), json!(r.value));
+        }
+        obj.insert("machine".into(), json!(machine));
+        obj.insert("details".into(), serde_json::to_value(&results)?);
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        println!("{machine}");
+        for r in &results {
+            println!(
+                "{:<28} {:>12.0} {:<8} (median of {}, {} thread(s))",
+                r.key,
+                r.value,
+                r.unit,
+                r.rounds.len(),
+                r.threads
+            );
+        }
+    }
+    Ok(())
+}
+
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpu}, {} logical cores", default_threads())
+}

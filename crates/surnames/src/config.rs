@@ -1,0 +1,204 @@
+//! What a run directory's `config.json` records: alphabet, categories, the model, the data split
+//! and every training hyper-parameter, so a model can be used and a run resumed or repeated.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use spiking_rnn::{CellKind, ClassifierConfig, RnnConfig, SeqClassifier, Surrogate};
+
+/// The network: spiking RNN → last valid step → Linear → softmax.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// `lstm`, `gru`, `rnn` (spiking) or `ann-lstm` (conventional baseline).
+    pub cell: String,
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub bidirectional: bool,
+    pub dropout: f32,
+    pub invariant_dropout_mask: bool,
+    /// `NAME:alpha`, e.g. `Erf:2`.
+    pub surrogate: String,
+    /// LSTM cell-state cap at 1 (SpikingJelly ≥ 2022); false = the 2020 tutorial's behaviour.
+    pub clamp_cell: bool,
+    pub num_classes: usize,
+}
+
+impl ModelSpec {
+    /// The tutorial's `Net`: SpikingLSTM(58, 256, 1) + Linear(256, 18), Erf(α=2), clamp on.
+    pub fn tutorial(num_classes: usize) -> Self {
+        Self {
+            cell: "lstm".into(),
+            input_size: surnames_data::N_LETTERS,
+            hidden_size: 256,
+            num_layers: 1,
+            bidirectional: false,
+            dropout: 0.0,
+            invariant_dropout_mask: false,
+            surrogate: "Erf:2".into(),
+            clamp_cell: true,
+            num_classes,
+        }
+    }
+
+    pub fn classifier_config(&self) -> Result<ClassifierConfig> {
+        let Some(cell) = CellKind::parse(&self.cell) else {
+            bail!(
+                "unknown cell '{}' (expected lstm, gru, rnn or ann-lstm)",
+                self.cell
+            )
+        };
+        let mut rnn = RnnConfig::new(cell, self.input_size, self.hidden_size);
+        rnn.num_layers = self.num_layers;
+        rnn.bidirectional = self.bidirectional;
+        rnn.dropout = self.dropout;
+        rnn.invariant_dropout_mask = self.invariant_dropout_mask;
+        rnn.surrogate1 = Surrogate::parse(&self.surrogate)?;
+        rnn.clamp_cell = self.clamp_cell;
+        Ok(ClassifierConfig {
+            rnn,
+            num_classes: self.num_classes,
+        })
+    }
+
+    pub fn build(&self) -> Result<SeqClassifier> {
+        Ok(SeqClassifier::new(self.classifier_config()?)?)
+    }
+}
+
+/// Which names are for training, validation and test.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SplitSpec {
+    /// `tutorial` (first 80% of each file, in file order) or `dedup` (distinct names, shuffled).
+    pub kind: String,
+    /// Seed of the `dedup` shuffle.
+    pub seed: u64,
+    /// Share of the training names held out for validation (0 = none).
+    pub val_fraction: f64,
+}
+
+impl Default for SplitSpec {
+    fn default() -> Self {
+        Self {
+            kind: "tutorial".into(),
+            seed: 0,
+            val_fraction: 0.0,
+        }
+    }
+}
+
+/// Every training choice (see `surnames train --help`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub preset: String,
+    /// Optimiser steps in total.
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Evaluate (and print a line) every this many steps.
+    pub eval_every: u64,
+    pub lr: f32,
+    /// `mse` (the tutorial's: softmax vs one-hot) or `ce` (cross-entropy).
+    pub loss: String,
+    /// Cross-entropy weighted by inverse class frequency.
+    pub class_weighted: bool,
+    /// `class-uniform` (tutorial), `natural` (names uniformly) or `shuffled` (epochs).
+    pub sampling: String,
+    /// `constant`, `cosine` or `step` (×0.1 at 50% and 75% of the steps).
+    pub schedule: String,
+    pub warmup_steps: u64,
+    /// Adam L2 weight decay (PyTorch `Adam(weight_decay=…)`).
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (0 = off).
+    pub clip_norm: f32,
+    /// Stop after this many evaluations without a better validation score (0 = never).
+    pub patience: u32,
+    pub threads: usize,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// The tutorial's protocol: one name per step, class-uniform sampling, MSE, Adam 1e-4,
+    /// 1,000,000 steps, evaluation every 1,000.
+    pub fn tutorial() -> Self {
+        Self {
+            preset: "tutorial".into(),
+            steps: 1_000_000,
+            batch_size: 1,
+            eval_every: 1000,
+            lr: 1e-4,
+            loss: "mse".into(),
+            class_weighted: false,
+            sampling: "class-uniform".into(),
+            schedule: "constant".into(),
+            warmup_steps: 0,
+            weight_decay: 0.0,
+            clip_norm: 0.0,
+            patience: 0,
+            threads: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// The whole `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub tool: String,
+    pub version: String,
+    /// The 58 letters in index order.
+    pub alphabet: String,
+    /// Output index → language, alphabetical.
+    pub categories: Vec<String>,
+    pub model: ModelSpec,
+    pub split: SplitSpec,
+    /// Absent for imported models.
+    pub training: Option<TrainConfig>,
+    /// Where the weights came from (`trained`, or the imported file).
+    pub origin: String,
+}
+
+impl RunConfig {
+    pub fn new(
+        categories: Vec<String>,
+        model: ModelSpec,
+        split: SplitSpec,
+        training: Option<TrainConfig>,
+        origin: &str,
+    ) -> Self {
+        Self {
+            tool: "surnames".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            alphabet: surnames_data::ALPHABET.into(),
+            categories,
+            model,
+            split,
+            training,
+            origin: origin.into(),
+        }
+    }
+
+    /// Checks the parts that must agree with each other and with this build.
+    pub fn validate(&self) -> Result<()> {
+        if self.alphabet != surnames_data::ALPHABET {
+            bail!(
+                "the model was made for another alphabet ({} letters)",
+                self.alphabet.chars().count()
+            );
+        }
+        if self.model.input_size != surnames_data::N_LETTERS {
+            bail!(
+                "model input size {} does not match the {}-letter alphabet",
+                self.model.input_size,
+                surnames_data::N_LETTERS
+            );
+        }
+        if self.categories.len() != self.model.num_classes {
+            bail!(
+                "config lists {} categories but the model has {} outputs",
+                self.categories.len(),
+                self.model.num_classes
+            );
+        }
+        self.model.classifier_config()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! Batched, parallel inference and the metrics reported by `eval` and during training.
+
+use anyhow::Result;
+use rayon::prelude::*;
+use serde::Serialize;
+use spiking_rnn::classifier::FiringStats;
+use spiking_rnn::loss::argmax;
+use spiking_rnn::SeqClassifier;
+
+/// Names per forward pass when evaluating.
+const EVAL_BATCH: usize = 128;
+
+/// Softmax outputs `[N, C]` in input order. Sequences are sorted by length into batches (little
+/// padding) that run in parallel on the current rayon pool. With `firing`, spike rates of every
+/// gate are accumulated too.
+pub fn predict(
+    model: &SeqClassifier,
+    params: &[f32],
+    seqs: &[Vec<u32>],
+    firing: Option<&mut FiringStats>,
+) -> Result<Vec<f32>> {
+    let c = model.cfg.num_classes;
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
+    let want_firing = firing.is_some();
+    let parts: Vec<Result<(Vec<f32>, Option<FiringStats>)>> = order
+        .par_chunks(EVAL_BATCH)
+        .map_init(
+            || model.inference_workspace(),
+            |ws, idx| {
+                let batch: Vec<&[u32]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
+                model.forward(params, &batch, ws, false)?;
+                let stats = want_firing.then(|| {
+                    let mut s = FiringStats::default();
+                    model.accumulate_firing(ws, &mut s);
+                    s
+                });
+                Ok((ws.probs().to_vec(), stats))
+            },
+        )
+        .collect();
+    let mut probs = vec![0.0; seqs.len() * c];
+    let mut total = FiringStats::default();
+    for (chunk, part) in order.chunks(EVAL_BATCH).zip(parts) {
+        let (p, stats) = part?;
+        for (k, &i) in chunk.iter().enumerate() {
+            probs[i * c..(i + 1) * c].copy_from_slice(&p[k * c..(k + 1) * c]);
+        }
+        if let Some(s) = stats {
+            if total.names.is_empty() {
+                total = s;
+            } else {
+                for (t, (a, b)) in total
+                    .sums
+                    .iter_mut()
+                    .zip(&mut total.counts)
+                    .zip(s.sums.iter().zip(&s.counts))
+                {
+                    *t.0 += a;
+                    *t.1 += b;
+                }
+            }
+        }
+    }
+    if let Some(f) = firing {
+        *f = total;
+    }
+    Ok(probs)
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CategoryMetrics {
+    pub accuracy: f64,
+    pub precision: f64,
+    pub f1: f64,
+    pub n: usize,
+}
+
+/// Accuracy, macro-F1 and per-category numbers of predictions against labels.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Scores {
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub n: usize,
+    pub per_category: Vec<CategoryMetrics>,
+}
+
+pub fn score(predicted: &[usize], labels: &[usize], classes: usize) -> Scores {
+    let mut tp = vec![0usize; classes];
+    let mut pred_n = vec![0usize; classes];
+    let mut true_n = vec![0usize; classes];
+    for (&p, &y) in predicted.iter().zip(labels) {
+        pred_n[p] += 1;
+        true_n[y] += 1;
+        if p == y {
+            tp[y] += 1;
+        }
+    }
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let per_category: Vec<CategoryMetrics> = (0..classes)
+        .map(|k| {
+            let recall = ratio(tp[k], true_n[k]);
+            let precision = ratio(tp[k], pred_n[k]);
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
+            CategoryMetrics {
+                accuracy: recall,
+                precision,
+                f1,
+                n: true_n[k],
+            }
+        })
+        .collect();
+    let present: Vec<&CategoryMetrics> = per_category.iter().filter(|m| m.n > 0).collect();
+    let macro_f1 = if present.is_empty() {
+        0.0
+    } else {
+        present.iter().map(|m| m.f1).sum::<f64>() / present.len() as f64
+    };
+    Scores {
+        accuracy: ratio(tp.iter().sum(), labels.len()),
+        macro_f1,
+        n: labels.len(),
+        per_category,
+    }
+}
+
+/// Predicted class of every row of `[N, C]` probabilities.
+pub fn argmaxes(probs: &[f32], classes: usize) -> Vec<usize> {
+    probs.chunks_exact(classes).map(argmax).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_computed_scores() {
+        // class 0: 1 true, predicted twice → P=1/2, R=1; class 1: 2 true, predicted once → P=1, R=1/2.
+        let s = score(&[0, 0, 1], &[0, 1, 1], 2);
+        assert!((s.accuracy - 2.0 / 3.0).abs() < 1e-12);
+        assert!(
+            (s.per_category[0].f1 - 2.0 / 3.0).abs() < 1e-12,
+            "P=1/2, R=1 → 2/3"
+        );
+        assert!(
+            (s.per_category[1].f1 - 2.0 / 3.0).abs() < 1e-12,
+            "P=1, R=1/2 → 2/3"
+        );
+        assert!((s.macro_f1 - 2.0 / 3.0).abs() < 1e-12);
+        // a class that never occurs is left out of the macro average
+        let s = score(&[0, 1], &[0, 1], 3);
+        assert_eq!(s.macro_f1, 1.0);
+    }
+}

@@ -1,0 +1,533 @@
+//! Training: the tutorial's protocol (one name per step, class-uniform sampling, MSE, Adam 1e-4)
+//! and batched training (variable-length mini-batches over all cores) with the usual choices.
+//! Evaluates every `eval_every` steps, prints the tutorial's line above a progress bar, and on
+//! completion or Ctrl-C writes the run directory; `resume` carries on from the saved state.
+
+use crate::checkpoint::{bytes_to_tensors, save_run, tensors_to_bytes};
+use crate::config::RunConfig;
+use crate::datasets::{lists_json, Encoded, Lists};
+use crate::evaluate::{argmaxes, predict, score};
+use crate::fsutil::write_atomic;
+use crate::npy::write_npy_f64;
+use crate::plots::{save_svg, training_process_svg};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use spiking_rnn::optim::{Adam, WeightDecay};
+use spiking_rnn::LossKind;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+pub const STATE_FILE: &str = "train_state.json";
+pub const RESUME_FILE: &str = "resume.safetensors";
+
+/// One evaluation point.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub step: u64,
+    pub epoch: f64,
+    pub lr: f32,
+    pub avg_loss: f64,
+    pub train_accuracy: f64,
+    pub test_accuracy: f64,
+    pub test_macro_f1: f64,
+    pub val_accuracy: Option<f64>,
+    pub val_macro_f1: Option<f64>,
+    pub elapsed_s: f64,
+}
+
+/// Where the sampler's random stream stands (ChaCha8: seed, stream and word position).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RngState {
+    seed: [u8; 32],
+    stream: u64,
+    word_pos: String,
+}
+
+impl RngState {
+    fn of(r: &ChaCha8Rng) -> Self {
+        Self {
+            seed: r.get_seed(),
+            stream: r.get_stream(),
+            word_pos: r.get_word_pos().to_string(),
+        }
+    }
+    fn restore(&self) -> Result<ChaCha8Rng> {
+        let mut r = ChaCha8Rng::from_seed(self.seed);
+        r.set_stream(self.stream);
+        r.set_word_pos(self.word_pos.parse().context("bad random-state position")?);
+        Ok(r)
+    }
+}
+
+/// Everything besides the parameters and Adam moments that resuming needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct TrainState {
+    step: u64,
+    adam_step: u64,
+    sampler_rng: RngState,
+    worker_rngs: Vec<RngState>,
+    shuffle_order: Vec<u32>,
+    shuffle_pos: usize,
+    window_loss: f64,
+    window_correct: u64,
+    window_count: u64,
+    metrics: Vec<MetricRow>,
+    best_score: Option<f64>,
+    best_step: u64,
+    evals_since_best: u32,
+    elapsed_s: f64,
+    finished: bool,
+}
+
+/// The data of a run, encoded.
+pub struct TrainData {
+    pub lists: Lists,
+    pub train: Encoded,
+    pub val: Encoded,
+    pub test: Encoded,
+}
+
+/// How the run ended.
+pub struct Outcome {
+    pub steps: u64,
+    pub interrupted: bool,
+    pub early_stopped: bool,
+    pub last: Option<MetricRow>,
+    pub best_step: u64,
+    pub elapsed_s: f64,
+}
+
+fn lr_at(cfg: &crate::config::TrainConfig, step: u64) -> f32 {
+    let base = cfg.lr;
+    if step < cfg.warmup_steps {
+        return base * (step + 1) as f32 / cfg.warmup_steps as f32;
+    }
+    let span = cfg.steps.saturating_sub(cfg.warmup_steps).max(1);
+    let progress = ((step - cfg.warmup_steps) as f64 / span as f64).min(1.0);
+    match cfg.schedule.as_str() {
+        "cosine" => base * (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())) as f32,
+        "step" => {
+            base * if progress >= 0.75 {
+                0.01
+            } else if progress >= 0.5 {
+                0.1
+            } else {
+                1.0
+            }
+        }
+        _ => base,
+    }
+}
+
+/// Trains, writing everything into `dir`. `resume`: continue from the state saved there.
+pub fn run(
+    dir: &Path,
+    cfg: &RunConfig,
+    data: &TrainData,
+    resume: bool,
+    stop: &AtomicBool,
+) -> Result<Outcome> {
+    let tc = cfg
+        .training
+        .clone()
+        .context("the configuration has no training section")?;
+    if tc.batch_size == 0 || tc.steps == 0 || tc.eval_every == 0 {
+        bail!("batch size, steps and eval-every must all be ≥ 1");
+    }
+    if !(tc.lr > 0.0 && tc.lr.is_finite()) {
+        bail!("learning rate must be a positive number");
+    }
+    if data.train.is_empty() || data.test.is_empty() {
+        bail!("no training or no test names");
+    }
+    let model = cfg.model.build()?;
+    let classes = cfg.model.num_classes;
+    let threads = tc.threads.max(1);
+    let kind = match tc.loss.as_str() {
+        "mse" => LossKind::Mse,
+        "ce" => LossKind::CrossEntropy {
+            class_weights: tc.class_weighted.then(|| {
+                let n = data.train.len() as f32;
+                data.train
+                    .per_class
+                    .iter()
+                    .map(|&k| {
+                        if k == 0 {
+                            0.0
+                        } else {
+                            n / (classes as f32 * k as f32)
+                        }
+                    })
+                    .collect()
+            }),
+        },
+        other => bail!("unknown loss '{other}' (expected mse or ce)"),
+    };
+    if !["class-uniform", "natural", "shuffled"].contains(&tc.sampling.as_str()) {
+        bail!(
+            "unknown sampling '{}' (expected class-uniform, natural or shuffled)",
+            tc.sampling
+        );
+    }
+    if !["constant", "cosine", "step"].contains(&tc.schedule.as_str()) {
+        bail!(
+            "unknown schedule '{}' (expected constant, cosine or step)",
+            tc.schedule
+        );
+    }
+    // Category ranges in the flattened training set, for class-uniform sampling.
+    let mut starts = vec![0usize];
+    for &n in &data.train.per_class {
+        starts.push(starts.last().copied().unwrap_or(0) + n);
+    }
+    let nonempty: Vec<usize> = (0..classes)
+        .filter(|&c| data.train.per_class[c] > 0)
+        .collect();
+
+    let (mut params, mut adam, mut st, mut workers) = if resume {
+        let state: TrainState = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(STATE_FILE)).with_context(|| {
+                format!(
+                    "cannot resume: {} is missing",
+                    dir.join(STATE_FILE).display()
+                )
+            })?,
+        )
+        .with_context(|| {
+            format!(
+                "cannot resume: {} is corrupt",
+                dir.join(STATE_FILE).display()
+            )
+        })?;
+        let path = dir.join(RESUME_FILE);
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot resume: cannot read {}", path.display()))?;
+        let t = bytes_to_tensors(&bytes, &path.display().to_string())?;
+        let take = |k: &str| -> Result<Vec<f32>> {
+            let (_, v) = t
+                .get(k)
+                .with_context(|| format!("{} has no '{k}'", path.display()))?;
+            if v.len() != model.num_params() {
+                bail!("{} does not match the model in config.json", path.display());
+            }
+            Ok(v.clone())
+        };
+        let mut adam = Adam::new(model.num_params(), tc.lr);
+        adam.m = take("adam.m")?;
+        adam.v = take("adam.v")?;
+        adam.step = state.adam_step;
+        let mut workers = Vec::new();
+        for (k, r) in state.worker_rngs.iter().enumerate() {
+            let mut ws = model.workspace(k as u64);
+            ws.rng = r.restore()?;
+            workers.push(ws);
+        }
+        if workers.len() != threads {
+            bail!(
+                "cannot resume with {threads} threads: the run used {} (results would differ)",
+                workers.len()
+            );
+        }
+        (take("params")?, adam, state, workers)
+    } else {
+        let params = model.init_params(tc.seed);
+        let workers: Vec<_> = (0..threads)
+            .map(|k| model.workspace(tc.seed.wrapping_mul(1000).wrapping_add(k as u64 + 1)))
+            .collect();
+        let state = TrainState {
+            step: 0,
+            adam_step: 0,
+            sampler_rng: RngState::of(&ChaCha8Rng::seed_from_u64(tc.seed ^ 0x5a5a_5a5a)),
+            worker_rngs: Vec::new(),
+            shuffle_order: Vec::new(),
+            shuffle_pos: 0,
+            window_loss: 0.0,
+            window_correct: 0,
+            window_count: 0,
+            metrics: Vec::new(),
+            best_score: None,
+            best_step: 0,
+            evals_since_best: 0,
+            elapsed_s: 0.0,
+            finished: false,
+        };
+        (params, Adam::new(model.num_params(), tc.lr), state, workers)
+    };
+    if let Some(wd) = (tc.weight_decay > 0.0).then_some(tc.weight_decay) {
+        adam.weight_decay = Some(WeightDecay::L2(wd));
+    }
+    if resume && st.finished {
+        bail!(
+            "run {} has already finished all {} steps",
+            dir.display(),
+            tc.steps
+        );
+    }
+    let mut rng = st.sampler_rng.restore()?;
+    let mut best_params = if resume && data.val.is_empty() {
+        None
+    } else {
+        Some(params.clone())
+    };
+    if resume && !data.val.is_empty() {
+        // the best model so far is what model.safetensors holds
+        best_params = Some(
+            crate::checkpoint::load_run(dir)
+                .map(|m| m.params)
+                .unwrap_or_else(|_| params.clone()),
+        );
+    }
+
+    let pb = ProgressBar::with_draw_target(Some(tc.steps), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_position(st.step);
+    let say = |line: String| {
+        if pb.is_hidden() {
+            println!("{line}")
+        } else {
+            pb.println(line)
+        }
+    };
+
+    let started = Instant::now();
+    let elapsed0 = st.elapsed_s;
+    let mut early_stopped = false;
+    let mut batch_idx: Vec<usize> = Vec::with_capacity(tc.batch_size);
+    let mut seqs: Vec<&[u32]> = Vec::with_capacity(tc.batch_size);
+    let mut labels: Vec<usize> = Vec::with_capacity(tc.batch_size);
+    while st.step < tc.steps && !stop.load(Ordering::Relaxed) {
+        // Draw a batch.
+        batch_idx.clear();
+        for _ in 0..tc.batch_size {
+            let i = match tc.sampling.as_str() {
+                "class-uniform" => {
+                    let c = nonempty[rng.gen_range(0..nonempty.len())];
+                    rng.gen_range(starts[c]..starts[c + 1])
+                }
+                "natural" => rng.gen_range(0..data.train.len()),
+                _ => {
+                    if st.shuffle_pos >= st.shuffle_order.len() {
+                        st.shuffle_order = (0..data.train.len() as u32).collect();
+                        rand::seq::SliceRandom::shuffle(st.shuffle_order.as_mut_slice(), &mut rng);
+                        st.shuffle_pos = 0;
+                    }
+                    st.shuffle_pos += 1;
+                    st.shuffle_order[st.shuffle_pos - 1] as usize
+                }
+            };
+            batch_idx.push(i);
+        }
+        // Longest first: each step's matrix products then only cover the still-running names.
+        batch_idx.sort_by_key(|&i| std::cmp::Reverse(data.train.seqs[i].len()));
+        seqs.clear();
+        labels.clear();
+        for &i in &batch_idx {
+            seqs.push(&data.train.seqs[i]);
+            labels.push(data.train.labels[i]);
+        }
+        adam.lr = lr_at(&tc, st.step);
+        let (loss, correct) = model.batch_grad(&params, &seqs, &labels, &kind, &mut workers)?;
+        if !loss.is_finite() {
+            bail!(
+                "training diverged at step {} (loss is {loss}); try a smaller --lr",
+                st.step + 1
+            );
+        }
+        if tc.clip_norm > 0.0 {
+            let g = &mut workers[0].grads;
+            let norm = g
+                .iter()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum::<f64>()
+                .sqrt() as f32;
+            if norm > tc.clip_norm {
+                let s = tc.clip_norm / norm;
+                g.iter_mut().for_each(|x| *x *= s);
+            }
+        }
+        workers[0].apply_adam(&mut adam, &mut params, threads);
+        st.step += 1;
+        st.window_loss += loss as f64;
+        st.window_correct += correct as u64;
+        st.window_count += tc.batch_size as u64;
+        pb.inc(1);
+
+        if st.step % tc.eval_every == 0 || st.step == tc.steps {
+            let test = score(
+                &argmaxes(&predict(&model, &params, &data.test.seqs, None)?, classes),
+                &data.test.labels,
+                classes,
+            );
+            let val = if data.val.is_empty() {
+                None
+            } else {
+                Some(score(
+                    &argmaxes(&predict(&model, &params, &data.val.seqs, None)?, classes),
+                    &data.val.labels,
+                    classes,
+                ))
+            };
+            let batches = (st.window_count / tc.batch_size as u64).max(1);
+            let elapsed = elapsed0 + started.elapsed().as_secs_f64();
+            let row = MetricRow {
+                step: st.step,
+                epoch: st.step as f64 * tc.batch_size as f64 / data.train.len() as f64,
+                lr: adam.lr,
+                avg_loss: st.window_loss / batches as f64,
+                train_accuracy: st.window_correct as f64 / st.window_count.max(1) as f64,
+                test_accuracy: test.accuracy,
+                test_macro_f1: test.macro_f1,
+                val_accuracy: val.as_ref().map(|v| v.accuracy),
+                val_macro_f1: val.as_ref().map(|v| v.macro_f1),
+                elapsed_s: elapsed,
+            };
+            st.window_loss = 0.0;
+            st.window_correct = 0;
+            st.window_count = 0;
+            let secs = elapsed as u64;
+            let mut line = format!(
+                "Epoch {} {}% ({}m {}s); Avg_loss {:.4}; Train accuracy {:.4}; Test accuracy {:.4}",
+                row.step,
+                row.step * 100 / tc.steps,
+                secs / 60,
+                secs % 60,
+                row.avg_loss,
+                row.train_accuracy,
+                row.test_accuracy
+            );
+            if tc.preset != "tutorial" {
+                line.push_str(&format!("; Test macro-F1 {:.4}", row.test_macro_f1));
+            }
+            if let Some(v) = &val {
+                line.push_str(&format!(
+                    "; Val accuracy {:.4}; Val macro-F1 {:.4}",
+                    v.accuracy, v.macro_f1
+                ));
+            }
+            say(line);
+            // Best checkpoint by validation macro-F1 + accuracy (both matter on imbalanced data).
+            if let Some(v) = &val {
+                let s = v.accuracy + v.macro_f1;
+                if st.best_score.map_or(true, |b| s > b) {
+                    st.best_score = Some(s);
+                    st.best_step = st.step;
+                    st.evals_since_best = 0;
+                    best_params = Some(params.clone());
+                } else {
+                    st.evals_since_best += 1;
+                }
+            }
+            st.metrics.push(row);
+            if tc.patience > 0 && st.evals_since_best >= tc.patience {
+                say(format!(
+                    "early stop: no better validation score for {} evaluations (best at step {})",
+                    tc.patience, st.best_step
+                ));
+                early_stopped = true;
+                break;
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let interrupted = st.step < tc.steps && !early_stopped;
+    st.finished = !interrupted;
+    st.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
+    st.adam_step = adam.step;
+    st.sampler_rng = RngState::of(&rng);
+    st.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
+
+    // Resume state first, then the model: an interruption while saving leaves a consistent pair.
+    let resume_tensors = vec![
+        ("params".to_string(), vec![params.len()], params.clone()),
+        ("adam.m".to_string(), vec![params.len()], adam.m.clone()),
+        ("adam.v".to_string(), vec![params.len()], adam.v.clone()),
+    ];
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_atomic(&dir.join(RESUME_FILE), &tensors_to_bytes(&resume_tensors)?)?;
+    write_atomic(
+        &dir.join(STATE_FILE),
+        serde_json::to_string(&st)?.as_bytes(),
+    )?;
+    let keep = if data.val.is_empty() {
+        &params
+    } else {
+        best_params.as_ref().unwrap_or(&params)
+    };
+    save_run(dir, cfg, &model, keep)?;
+    write_outputs(dir, cfg, data, &st.metrics, tc.eval_every)?;
+    Ok(Outcome {
+        steps: st.step,
+        interrupted,
+        early_stopped,
+        last: st.metrics.last().cloned(),
+        best_step: st.best_step,
+        elapsed_s: st.elapsed_s,
+    })
+}
+
+/// metrics.csv, the tutorial's arrays, the split lists and TrainingProcess.svg.
+fn write_outputs(
+    dir: &Path,
+    cfg: &RunConfig,
+    data: &TrainData,
+    metrics: &[MetricRow],
+    every: u64,
+) -> Result<()> {
+    let mut csv = String::from(
+        "step,epoch,lr,avg_loss,train_accuracy,test_accuracy,test_macro_f1,val_accuracy,val_macro_f1,elapsed_s\n",
+    );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |x| format!("{x:.6}"));
+    for r in metrics {
+        csv.push_str(&format!(
+            "{},{:.4},{:e},{:.6},{:.6},{:.6},{:.6},{},{},{:.2}\n",
+            r.step,
+            r.epoch,
+            r.lr,
+            r.avg_loss,
+            r.train_accuracy,
+            r.test_accuracy,
+            r.test_macro_f1,
+            opt(r.val_accuracy),
+            opt(r.val_macro_f1),
+            r.elapsed_s
+        ));
+    }
+    write_atomic(&dir.join("metrics.csv"), csv.as_bytes())?;
+    let col = |f: &dyn Fn(&MetricRow) -> f64| metrics.iter().map(f).collect::<Vec<f64>>();
+    let losses = col(&|r| r.avg_loss);
+    let train_acc = col(&|r| r.train_accuracy);
+    let test_acc = col(&|r| r.test_accuracy);
+    write_npy_f64(&dir.join("avg_losses.npy"), &[losses.len()], &losses)?;
+    write_npy_f64(
+        &dir.join("accuracy_rec.npy"),
+        &[train_acc.len()],
+        &train_acc,
+    )?;
+    write_npy_f64(&dir.join("test_accu_rec.npy"), &[test_acc.len()], &test_acc)?;
+    write_atomic(
+        &dir.join("category_lines_train.json"),
+        lists_json(&cfg.categories, &data.lists.train)?.as_bytes(),
+    )?;
+    write_atomic(
+        &dir.join("category_lines_test.json"),
+        lists_json(&cfg.categories, &data.lists.test)?.as_bytes(),
+    )?;
+    if data.lists.val.iter().any(|v| !v.is_empty()) {
+        write_atomic(
+            &dir.join("category_lines_val.json"),
+            lists_json(&cfg.categories, &data.lists.val)?.as_bytes(),
+        )?;
+    }
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let svg = training_process_svg(every as usize, &f(&losses), &f(&train_acc), &f(&test_acc))
+        .map_err(anyhow::Error::msg)?;
+    save_svg(&dir.join("TrainingProcess.svg"), &svg)?;
+    Ok(())
+}
