@@ -153,10 +153,10 @@ impl<'a, 'b> RowSum<'a, 'b> {
     }
 }
 
-/// `Σ a[i]·b[i]` with 32 independent partial sums, so the additions do not wait on each other.
+/// `Σ a[i]·b[i]` with 64 independent partial sums, so the additions do not wait on each other.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const W: usize = 32;
+    const W: usize = 64;
     let n = a.len().min(b.len()) / W * W;
     let mut acc = [0.0f32; W];
     for (x, y) in a[..n].chunks_exact(W).zip(b[..n].chunks_exact(W)) {

@@ -42,15 +42,16 @@ impl Adam {
     /// `denom = √v / √(1−β2ᵗ) + eps`, `p −= lr/(1−β1ᵗ) · m/denom`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32]) {
         let h = self.hyper();
-        update(&h, params, grads, &mut self.m, &mut self.v);
+        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+            update_one(&h, p, g, m, v);
+        }
     }
 
     /// [`Self::step`], then sets the gradients to zero in the same pass over memory (the
     /// optimiser state is larger than the L2 cache, so every pass costs).
     pub fn step_and_zero_grads(&mut self, params: &mut [f32], grads: &mut [f32]) {
         let h = self.hyper();
-        update(&h, params, grads, &mut self.m, &mut self.v);
-        grads.fill(0.0);
+        update_and_zero(&h, params, grads, &mut self.m, &mut self.v);
     }
 
     /// [`Self::step_and_zero_grads`] split into `parts` blocks updated in parallel (rayon):
@@ -67,10 +68,7 @@ impl Adam {
                     .par_chunks_mut(chunk)
                     .zip(self.v.par_chunks_mut(chunk)),
             )
-            .for_each(|((p, g), (m, v))| {
-                update(&h, p, g, m, v);
-                g.fill(0.0);
-            });
+            .for_each(|((p, g), (m, v))| update_and_zero(&h, p, g, m, v));
     }
 
     /// Advances the step counter and returns the scalars of this step.
@@ -124,24 +122,27 @@ struct Hyper {
     decoupled: f32,
 }
 
-fn update(h: &Hyper, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
-    assert!(
-        params.len() == grads.len() && params.len() == m.len(),
-        "Adam state does not match the parameters"
-    );
-    for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
-        let g = g + h.l2 * *p;
-        *p -= h.decoupled * *p;
-        *m += h.w1 * (g - *m);
-        *v = *v * h.b2 + h.w2 * g * g;
-        // Moments of parameters that stop getting gradient decay geometrically into the subnormal
-        // range, where x86 arithmetic is ~100× slower. Flushing them to 0 changes a parameter by
-        // less than lr·1e-38/eps ≈ 1e-34; PyTorch keeps them (and pays for it).
-        *m = flush_subnormal(*m);
-        *v = flush_subnormal(*v);
-        let denom = v.sqrt() * h.inv_bc2_sqrt + h.eps;
-        *p -= h.step_size * (*m / denom);
+fn update_and_zero(h: &Hyper, params: &mut [f32], grads: &mut [f32], m: &mut [f32], v: &mut [f32]) {
+    assert!(params.len() == grads.len() && params.len() == m.len(), "Adam state does not match the parameters");
+    for (((p, g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
+        update_one(h, p, *g, m, v);
+        *g = 0.0;
     }
+}
+
+#[inline(always)]
+fn update_one(h: &Hyper, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
+    let g = g + h.l2 * *p;
+    *p -= h.decoupled * *p;
+    *m += h.w1 * (g - *m);
+    *v = *v * h.b2 + h.w2 * g * g;
+    // Moments of parameters that stop getting gradient decay geometrically into the subnormal
+    // range, where x86 arithmetic is ~100× slower. Flushing them to 0 changes a parameter by
+    // less than lr·1e-38/eps ≈ 1e-34; PyTorch keeps them (and pays for it).
+    *m = flush_subnormal(*m);
+    *v = flush_subnormal(*v);
+    let denom = v.sqrt() * h.inv_bc2_sqrt + h.eps;
+    *p -= h.step_size * (*m / denom);
 }
 
 /// Plain SGD: `p −= lr·(g + λ·p)`.
