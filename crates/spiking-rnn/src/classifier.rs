@@ -5,7 +5,7 @@
 use crate::linear::Linear;
 use crate::loss;
 use crate::params::ParamLayout;
-use crate::rnn::{Batch, Input, RnnCache, RnnConfig, SpikingRnn};
+use crate::rnn::{Batch, Input, RnnCache, RnnConfig, SpikingRnn, States};
 use crate::{shape_err, CellKind, Error, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -391,6 +391,107 @@ impl SeqClassifier {
                 idx += g + 1;
             }
         }
+    }
+}
+
+impl SeqClassifier {
+    /// Softmax outputs `[N, C]` for many sequences, computing each distinct prefix once.
+    ///
+    /// A unidirectional network's state after a prefix does not depend on what follows, and
+    /// name lists share many prefixes (the tutorial's 4,021 test names have 28,969 letters but
+    /// only 12,857 distinct prefixes), so the sequences are merged into a trie and evaluated level
+    /// by level, each level in parallel batches. Bidirectional models use [`Self::forward`].
+    pub fn predict_prefix_shared(&self, params: &[f32], seqs: &[&[u32]]) -> Result<Vec<f32>> {
+        let c = self.cfg.num_classes;
+        if self.cfg.rnn.bidirectional {
+            let mut ws = self.inference_workspace();
+            self.forward(params, seqs, &mut ws, false)?;
+            return Ok(ws.probs.clone());
+        }
+        if let Some(i) = seqs.iter().position(|s| s.is_empty()) {
+            return shape_err(format!("sequence {i} is empty"));
+        }
+        // Trie: node k has a parent (usize::MAX = the zero initial state) and a token.
+        let mut parent: Vec<usize> = Vec::new();
+        let mut token: Vec<u32> = Vec::new();
+        let mut levels: Vec<Vec<usize>> = Vec::new();
+        let mut index: std::collections::HashMap<(usize, u32), usize> = std::collections::HashMap::new();
+        let mut terminal = Vec::with_capacity(seqs.len());
+        for s in seqs {
+            let mut at = usize::MAX;
+            for (d, &tok) in s.iter().enumerate() {
+                at = *index.entry((at, tok)).or_insert_with(|| {
+                    parent.push(at);
+                    token.push(tok);
+                    if levels.len() <= d {
+                        levels.push(Vec::new());
+                    }
+                    levels[d].push(parent.len() - 1);
+                    parent.len() - 1
+                });
+            }
+            terminal.push(at);
+        }
+        let cfg = &self.cfg.rnn;
+        let (l, hs) = (cfg.num_layers, cfg.hidden_size);
+        let two = cfg.cell.states() == 2;
+        let per_node = l * hs;
+        let mut h = vec![0.0f32; parent.len() * per_node];
+        let mut cst = vec![0.0f32; if two { parent.len() * per_node } else { 0 }];
+        const CHUNK: usize = 256;
+        for level in &levels {
+            let (h_ref, c_ref) = (&h, &cst);
+            let results: Vec<Result<(Vec<f32>, Vec<f32>)>> = level
+                .par_chunks(CHUNK)
+                .map_init(RnnCache::default, |cache, nodes| {
+                    let b = nodes.len();
+                    // States [L, B, H], gathered from the parents.
+                    let mut init = States { h: vec![0.0; l * b * hs], c: vec![0.0; if two { l * b * hs } else { 0 }] };
+                    for (bi, &n) in nodes.iter().enumerate() {
+                        let p = parent[n];
+                        if p == usize::MAX {
+                            continue;
+                        }
+                        for li in 0..l {
+                            let src = p * per_node + li * hs..p * per_node + (li + 1) * hs;
+                            let dst = (li * b + bi) * hs..(li * b + bi + 1) * hs;
+                            init.h[dst.clone()].copy_from_slice(&h_ref[src.clone()]);
+                            if two {
+                                init.c[dst].copy_from_slice(&c_ref[src]);
+                            }
+                        }
+                    }
+                    let toks: Vec<u32> = nodes.iter().map(|&n| token[n]).collect();
+                    let batch = Batch { input: Input::Tokens(&toks), t: 1, b, lengths: None };
+                    self.rnn.forward(params, batch, Some(&init), None, cache)?;
+                    Ok((cache.final_states.h.clone(), cache.final_states.c.clone()))
+                })
+                .collect();
+            for (nodes, r) in level.chunks(CHUNK).zip(results) {
+                let (fh, fc) = r?;
+                let b = nodes.len();
+                for (bi, &n) in nodes.iter().enumerate() {
+                    for li in 0..l {
+                        let src = (li * b + bi) * hs..(li * b + bi + 1) * hs;
+                        let dst = n * per_node + li * hs..n * per_node + (li + 1) * hs;
+                        h[dst.clone()].copy_from_slice(&fh[src.clone()]);
+                        if two {
+                            cst[dst].copy_from_slice(&fc[src]);
+                        }
+                    }
+                }
+            }
+        }
+        // The network's output is the last layer's h at the last step.
+        let mut feat = Vec::with_capacity(seqs.len() * hs);
+        for &n in &terminal {
+            feat.extend_from_slice(&h[n * per_node + (l - 1) * hs..(n + 1) * per_node]);
+        }
+        let mut logits = vec![0.0; seqs.len() * c];
+        self.fc.forward(params, &feat, &mut logits);
+        let mut probs = vec![0.0; seqs.len() * c];
+        loss::softmax(&logits, c, &mut probs);
+        Ok(probs)
     }
 }
 

@@ -73,6 +73,8 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Real training names (letter indices, labels) for `train_batched_names_per_s`.
     pub names: Option<(Vec<Vec<u32>>, Vec<usize>)>,
+    /// Real test names for the evaluation measurements.
+    pub test_names: Option<Vec<Vec<u32>>>,
     /// Only the measurements whose key contains this text.
     pub only: Option<String>,
 }
@@ -176,6 +178,25 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
             })
         })?;
         push("train_batched_names_per_s", r, "names/s", opts.threads);
+    }
+    // Whole test-set evaluations (the tutorial does 1,000 of them), all threads.
+    if let Some(test) = opts.test_names.as_ref().filter(|_| want("eval_test_names_per_s")) {
+        let params = model.init_params(1);
+        let refs: Vec<&[u32]> = test.iter().map(|n| n.as_slice()).collect();
+        let r = pool.install(|| {
+            measure(opts.rounds, opts.budget, test.len(), || {
+                model.predict_prefix_shared(&params, &refs)?;
+                Ok(())
+            })
+        })?;
+        push("eval_test_names_per_s", r, "names/s", opts.threads);
+        let r = pool.install(|| {
+            measure(opts.rounds, opts.budget, test.len(), || {
+                crate::evaluate::predict(&model, &params, test, None)?;
+                Ok(())
+            })
+        })?;
+        push("eval_test_names_per_s_no_prefix_sharing", r, "names/s", opts.threads);
     }
     Ok(results)
 }

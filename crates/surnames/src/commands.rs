@@ -876,19 +876,21 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         .data
         .clone()
         .or_else(|| std::env::var_os(surnames_data::ENV_VAR).map(PathBuf::from));
-    let names = match data_dir {
+    let (names, test_names) = match data_dir {
         Some(d) => {
             let ds = surnames_data::load_dir(&d)?;
-            let enc = encode(&surnames_data::tutorial_split(&ds).train)?;
-            Some((enc.seqs, enc.labels))
+            let split = surnames_data::tutorial_split(&ds);
+            let enc = encode(&split.train)?;
+            (Some((enc.seqs, enc.labels)), Some(encode(&split.test)?.seqs))
         }
-        None => None,
+        None => (None, None),
     };
     let opts = crate::bench::BenchOptions {
         rounds: a.rounds,
         budget: Duration::from_secs_f64(a.seconds),
         threads,
         names,
+        test_names,
         only: a.only,
     };
     let results = crate::bench::run(&opts)?;

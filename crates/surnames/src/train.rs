@@ -6,7 +6,7 @@
 use crate::checkpoint::{bytes_to_tensors, save_run, tensors_to_bytes};
 use crate::config::RunConfig;
 use crate::datasets::{lists_json, Encoded, Lists};
-use crate::evaluate::{argmaxes, predict, score};
+use crate::evaluate::{argmaxes, predict_shared, score};
 use crate::fsutil::write_atomic;
 use crate::npy::write_npy_f64;
 use crate::plots::{save_svg, training_process_svg};
@@ -361,7 +361,7 @@ pub fn run(
 
         if st.step % tc.eval_every == 0 || st.step == tc.steps {
             let test = score(
-                &argmaxes(&predict(&model, &params, &data.test.seqs, None)?, classes),
+                &argmaxes(&predict_shared(&model, &params, &data.test.seqs)?, classes),
                 &data.test.labels,
                 classes,
             );
@@ -369,7 +369,7 @@ pub fn run(
                 None
             } else {
                 Some(score(
-                    &argmaxes(&predict(&model, &params, &data.val.seqs, None)?, classes),
+                    &argmaxes(&predict_shared(&model, &params, &data.val.seqs)?, classes),
                     &data.val.labels,
                     classes,
                 ))
