@@ -553,16 +553,12 @@ impl SpikingRnn {
             }
             let (h_done, h_next) = dc.h.split_at_mut((k + 1) * b * hs);
             let h_prev = &h_done[k * b * hs..];
-            if b <= 4 {
-                rows_matmul(&mut dc.v, gh, h_prev, hs, w_hh, gh);
+            // Rows past their sequence's end only copy their state: skip them in the product.
+            let na = active_rows(lengths, k);
+            if na <= 4 {
+                rows_matmul(&mut dc.v[..na * gh], gh, &h_prev[..na * hs], hs, w_hh, gh);
             } else {
-                matmul(
-                    &mut dc.v,
-                    gh,
-                    true,
-                    Mat::new(h_prev, b, hs),
-                    Mat::new(w_hh, hs, gh),
-                );
+                matmul(&mut dc.v, gh, true, Mat::new(h_prev, na, hs), Mat::new(w_hh, hs, gh));
             }
             let h_next = &mut h_next[..b * hs];
             for bi in 0..b {
@@ -776,22 +772,16 @@ impl SpikingRnn {
                     if k == 0 && d_init.is_none() {
                         continue;
                     }
-                    let dv_k = &d_v[k * b * gh..(k + 1) * b * gh];
-                    if b <= 4 {
-                        for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh))
-                        {
+                    let na = active_rows(lengths, k);
+                    let dv_k = &d_v[k * b * gh..(k * b + na) * gh];
+                    if na <= 4 {
+                        for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh)) {
                             for (j, dhj) in dh_row.iter_mut().enumerate() {
                                 *dhj += dot(&w_hh[j * gh..(j + 1) * gh], dv_row);
                             }
                         }
                     } else {
-                        matmul(
-                            d_h,
-                            hs,
-                            true,
-                            Mat::new(dv_k, b, gh),
-                            Mat::new(w_hh, hs, gh).t(),
-                        );
+                        matmul(d_h, hs, true, Mat::new(dv_k, na, gh), Mat::new(w_hh, hs, gh).t());
                     }
                 }
                 if let Some(st) = d_init.as_deref_mut() {
@@ -807,13 +797,14 @@ impl SpikingRnn {
                     // Few rows: add only the rows of W_hh whose spike input was non-zero.
                     outer_acc(g_w_hh, h_prev, hs, d_v, gh);
                 } else {
-                    matmul(
-                        g_w_hh,
-                        gh,
-                        true,
-                        Mat::new(h_prev, t * b, hs).t(),
-                        Mat::new(d_v, t * b, gh),
-                    );
+                    // One product per step over the rows still running (the others have zero
+                    // gradient).
+                    for k in 0..t {
+                        let na = active_rows(lengths, k);
+                        let hk = &h_prev[k * b * hs..(k * b + na) * hs];
+                        let dk = &d_v[k * b * gh..(k * b + na) * gh];
+                        matmul(g_w_hh, gh, true, Mat::new(hk, na, hs).t(), Mat::new(dk, na, gh));
+                    }
                 }
                 if let Some(r) = &p.b_hh {
                     add_column_sums(&mut grads[r.clone()], d_v, gh);
@@ -870,6 +861,16 @@ impl SpikingRnn {
             }
         }
         Ok(())
+    }
+}
+
+/// Rows still running at processing step `k`. With lengths sorted longest first (as the
+/// classifier and evaluation batches are) they are a prefix of the batch; otherwise all rows.
+fn active_rows(lengths: &[usize], k: usize) -> usize {
+    if lengths.windows(2).all(|w| w[0] >= w[1]) {
+        lengths.partition_point(|&l| l > k)
+    } else {
+        lengths.len()
     }
 }
 
