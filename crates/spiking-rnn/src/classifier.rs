@@ -415,7 +415,8 @@ impl SeqClassifier {
         let mut parent: Vec<usize> = Vec::new();
         let mut token: Vec<u32> = Vec::new();
         let mut levels: Vec<Vec<usize>> = Vec::new();
-        let mut index: std::collections::HashMap<(usize, u32), usize> = std::collections::HashMap::new();
+        let mut index: std::collections::HashMap<(usize, u32), usize> =
+            std::collections::HashMap::new();
         let mut terminal = Vec::with_capacity(seqs.len());
         for s in seqs {
             let mut at = usize::MAX;
@@ -446,7 +447,10 @@ impl SeqClassifier {
                 .map_init(RnnCache::default, |cache, nodes| {
                     let b = nodes.len();
                     // States [L, B, H], gathered from the parents.
-                    let mut init = States { h: vec![0.0; l * b * hs], c: vec![0.0; if two { l * b * hs } else { 0 }] };
+                    let mut init = States {
+                        h: vec![0.0; l * b * hs],
+                        c: vec![0.0; if two { l * b * hs } else { 0 }],
+                    };
                     for (bi, &n) in nodes.iter().enumerate() {
                         let p = parent[n];
                         if p == usize::MAX {
@@ -462,7 +466,12 @@ impl SeqClassifier {
                         }
                     }
                     let toks: Vec<u32> = nodes.iter().map(|&n| token[n]).collect();
-                    let batch = Batch { input: Input::Tokens(&toks), t: 1, b, lengths: None };
+                    let batch = Batch {
+                        input: Input::Tokens(&toks),
+                        t: 1,
+                        b,
+                        lengths: None,
+                    };
                     self.rnn.forward(params, batch, Some(&init), None, cache)?;
                     Ok((cache.final_states.h.clone(), cache.final_states.c.clone()))
                 })

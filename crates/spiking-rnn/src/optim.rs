@@ -42,7 +42,12 @@ impl Adam {
     /// `denom = √v / √(1−β2ᵗ) + eps`, `p −= lr/(1−β1ᵗ) · m/denom`.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32]) {
         let h = self.hyper();
-        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+        for (((p, &g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
             update_one(&h, p, g, m, v);
         }
     }
@@ -123,7 +128,10 @@ struct Hyper {
 }
 
 fn update_and_zero(h: &Hyper, params: &mut [f32], grads: &mut [f32], m: &mut [f32], v: &mut [f32]) {
-    assert!(params.len() == grads.len() && params.len() == m.len(), "Adam state does not match the parameters");
+    assert!(
+        params.len() == grads.len() && params.len() == m.len(),
+        "Adam state does not match the parameters"
+    );
     for (((p, g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
         update_one(h, p, *g, m, v);
         *g = 0.0;

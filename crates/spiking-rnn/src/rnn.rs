@@ -558,7 +558,13 @@ impl SpikingRnn {
             if na <= 4 {
                 rows_matmul(&mut dc.v[..na * gh], gh, &h_prev[..na * hs], hs, w_hh, gh);
             } else {
-                matmul(&mut dc.v, gh, true, Mat::new(h_prev, na, hs), Mat::new(w_hh, hs, gh));
+                matmul(
+                    &mut dc.v,
+                    gh,
+                    true,
+                    Mat::new(h_prev, na, hs),
+                    Mat::new(w_hh, hs, gh),
+                );
             }
             let h_next = &mut h_next[..b * hs];
             for bi in 0..b {
@@ -775,13 +781,20 @@ impl SpikingRnn {
                     let na = active_rows(lengths, k);
                     let dv_k = &d_v[k * b * gh..(k * b + na) * gh];
                     if na <= 4 {
-                        for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh)) {
+                        for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh))
+                        {
                             for (j, dhj) in dh_row.iter_mut().enumerate() {
                                 *dhj += dot(&w_hh[j * gh..(j + 1) * gh], dv_row);
                             }
                         }
                     } else {
-                        matmul(d_h, hs, true, Mat::new(dv_k, na, gh), Mat::new(w_hh, hs, gh).t());
+                        matmul(
+                            d_h,
+                            hs,
+                            true,
+                            Mat::new(dv_k, na, gh),
+                            Mat::new(w_hh, hs, gh).t(),
+                        );
                     }
                 }
                 if let Some(st) = d_init.as_deref_mut() {
@@ -803,7 +816,13 @@ impl SpikingRnn {
                         let na = active_rows(lengths, k);
                         let hk = &h_prev[k * b * hs..(k * b + na) * hs];
                         let dk = &d_v[k * b * gh..(k * b + na) * gh];
-                        matmul(g_w_hh, gh, true, Mat::new(hk, na, hs).t(), Mat::new(dk, na, gh));
+                        matmul(
+                            g_w_hh,
+                            gh,
+                            true,
+                            Mat::new(hk, na, hs).t(),
+                            Mat::new(dk, na, gh),
+                        );
                     }
                 }
                 if let Some(r) = &p.b_hh {

@@ -478,11 +478,21 @@ fn prefix_shared_prediction_equals_plain() {
     for cell in [CellKind::Lstm, CellKind::Gru, CellKind::AnnLstm] {
         let mut rnn = RnnConfig::new(cell, 5, 8);
         rnn.num_layers = 2;
-        let model = SeqClassifier::new(ClassifierConfig { rnn, num_classes: 4 }).unwrap();
+        let model = SeqClassifier::new(ClassifierConfig {
+            rnn,
+            num_classes: 4,
+        })
+        .unwrap();
         let mut params = model.init_params(5);
         params.iter_mut().for_each(|p| *p *= 3.0);
-        let seqs: Vec<Vec<u32>> =
-            vec![vec![1, 2, 3], vec![1, 2], vec![1, 2, 4, 0], vec![3], vec![1, 2, 3], vec![0, 0, 0, 0, 0]];
+        let seqs: Vec<Vec<u32>> = vec![
+            vec![1, 2, 3],
+            vec![1, 2],
+            vec![1, 2, 4, 0],
+            vec![3],
+            vec![1, 2, 3],
+            vec![0, 0, 0, 0, 0],
+        ];
         let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
         let shared = model.predict_prefix_shared(&params, &refs).unwrap();
         let mut ws = model.inference_workspace();
@@ -490,6 +500,8 @@ fn prefix_shared_prediction_equals_plain() {
         for (a, b) in shared.iter().zip(ws.probs()) {
             assert!((a - b).abs() < 1e-6, "{cell:?}: {a} vs {b}");
         }
-        assert!(model.predict_prefix_shared(&params, &[&[1u32][..], &[][..]]).is_err());
+        assert!(model
+            .predict_prefix_shared(&params, &[&[1u32][..], &[][..]])
+            .is_err());
     }
 }

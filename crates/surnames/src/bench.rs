@@ -180,7 +180,11 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         push("train_batched_names_per_s", r, "names/s", opts.threads);
     }
     // Whole test-set evaluations (the tutorial does 1,000 of them), all threads.
-    if let Some(test) = opts.test_names.as_ref().filter(|_| want("eval_test_names_per_s")) {
+    if let Some(test) = opts
+        .test_names
+        .as_ref()
+        .filter(|_| want("eval_test_names_per_s"))
+    {
         let params = model.init_params(1);
         let refs: Vec<&[u32]> = test.iter().map(|n| n.as_slice()).collect();
         let r = pool.install(|| {
@@ -196,7 +200,12 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
                 Ok(())
             })
         })?;
-        push("eval_test_names_per_s_no_prefix_sharing", r, "names/s", opts.threads);
+        push(
+            "eval_test_names_per_s_no_prefix_sharing",
+            r,
+            "names/s",
+            opts.threads,
+        );
     }
     Ok(results)
 }

@@ -56,13 +56,9 @@ pub fn bytes_to_tensors(
                     f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
                 })
                 .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-                .collect(),
-            other => bail!(
-                "{what}: tensor '{name}' has dtype {other:?}; only float tensors can be loaded"
-            ),
+            Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            other => bail!("{what}: tensor '{name}' has dtype {other:?}; only F32, F64, F16 and BF16 tensors can be loaded"),
         };
         out.insert(name, (view.shape().to_vec(), data));
     }

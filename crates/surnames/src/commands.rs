@@ -117,7 +117,7 @@ pub struct TrainArgs {
     #[arg(long, alias = "steps", value_name = "N")]
     pub episodes: Option<u64>,
     /// Passes over the training names (sets the steps from the batch size).
-    #[arg(long, conflicts_with = "episodes")]
+    #[arg(long, conflicts_with = "episodes", allow_negative_numbers = true)]
     pub epochs: Option<f64>,
     /// Evaluate on the test set every N steps.
     #[arg(long, value_name = "N")]
@@ -125,7 +125,7 @@ pub struct TrainArgs {
     /// Seed of initialisation, sampling and dropout.
     #[arg(long)]
     pub seed: Option<u64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -159,13 +159,13 @@ pub struct TrainArgs {
     /// Linear warm-up steps.
     #[arg(long)]
     pub warmup: Option<u64>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     /// Clip the gradient norm (0 = off).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
     /// Dropout between stacked layers.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
     /// `tutorial` (file order, first 80% train) or `dedup` (distinct names, shuffled 80/20).
     #[arg(long)]
@@ -246,7 +246,10 @@ pub fn build_run_config(
     set!(patience, a.patience);
     set!(seed, a.seed);
     split.seed = tc.seed;
-    tc.threads = a.threads.unwrap_or_else(default_threads).max(1);
+    tc.threads = a.threads.unwrap_or_else(default_threads);
+    if tc.threads == 0 {
+        bail!("--threads must be ≥ 1");
+    }
     if tc.batch_size == 0 {
         bail!("--batch-size must be ≥ 1");
     }
@@ -263,7 +266,10 @@ pub fn build_run_config(
     }
     set!(steps, a.episodes);
     set!(eval_every, a.eval_every);
-    tc.eval_every = tc.eval_every.min(tc.steps).max(1);
+    if tc.steps == 0 || tc.eval_every == 0 {
+        bail!("--episodes and --eval-every must be ≥ 1");
+    }
+    tc.eval_every = tc.eval_every.min(tc.steps);
     let cfg = RunConfig::new(categories, model, split, Some(tc), "trained");
     cfg.validate()?;
     Ok(cfg)
@@ -290,10 +296,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
                     r.display()
                 );
             }
+            if train::is_finished(r)? {
+                bail!(
+                    "run {} has already finished; start a new one with --out",
+                    r.display()
+                );
+            }
             (r.clone(), cfg, true)
         }
         None => {
             let out = a.out.clone().context("--out RUN is required")?;
+            if !out.join(train::STATE_FILE).exists()
+                && (out.join(checkpoint::MODEL_FILE).exists()
+                    || out.join(checkpoint::CONFIG_FILE).exists())
+            {
+                bail!("{} already holds a model; use another --out", out.display());
+            }
             if out.join(train::STATE_FILE).exists() {
                 bail!(
                     "{} already holds a run; use --resume {} or another --out",
@@ -426,7 +444,14 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let svg = plots::accuracy_bar_svg(s.accuracy as f32, random_guess as f32)
         .map_err(anyhow::Error::msg)?;
     let plot = a.model.join("TestAccuracy.svg");
-    plots::save_svg(&plot, &svg)?;
+    // The figure is a by-product: a read-only or full run directory must not stop the report.
+    let plot_note = match plots::save_svg(&plot, &svg) {
+        Ok(()) => format!("wrote {}", plot.display()),
+        Err(e) => {
+            eprintln!("warning: {e}");
+            String::new()
+        }
+    };
     let rates = firing.rates();
     if a.json {
         let per: serde_json::Map<String, serde_json::Value> = m
@@ -478,7 +503,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         for (k, v) in &rates {
             println!("  {k:<12} {v:.3}");
         }
-        println!("\nwrote {}", plot.display());
+        if !plot_note.is_empty() {
+            println!("\n{plot_note}");
+        }
     }
     Ok(())
 }
@@ -881,7 +908,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             let ds = surnames_data::load_dir(&d)?;
             let split = surnames_data::tutorial_split(&ds);
             let enc = encode(&split.train)?;
-            (Some((enc.seqs, enc.labels)), Some(encode(&split.test)?.seqs))
+            (
+                Some((enc.seqs, enc.labels)),
+                Some(encode(&split.test)?.seqs),
+            )
         }
         None => (None, None),
     };

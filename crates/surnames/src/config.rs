@@ -116,6 +116,40 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Rejects values that cannot train, before anything is written.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("learning rate must be a positive number, got {}", self.lr);
+        }
+        if self.batch_size == 0 || self.steps == 0 || self.eval_every == 0 || self.threads == 0 {
+            bail!("batch size, steps, eval-every and threads must all be ≥ 1");
+        }
+        if !["mse", "ce"].contains(&self.loss.as_str()) {
+            bail!("unknown loss '{}' (expected mse or ce)", self.loss);
+        }
+        if self.class_weighted && self.loss != "ce" {
+            bail!("class weighting needs the cross-entropy loss (--loss ce)");
+        }
+        if !["class-uniform", "natural", "shuffled"].contains(&self.sampling.as_str()) {
+            bail!(
+                "unknown sampling '{}' (expected class-uniform, natural or shuffled)",
+                self.sampling
+            );
+        }
+        if !["constant", "cosine", "step"].contains(&self.schedule.as_str()) {
+            bail!(
+                "unknown schedule '{}' (expected constant, cosine or step)",
+                self.schedule
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite())
+            || !(self.clip_norm >= 0.0 && self.clip_norm.is_finite())
+        {
+            bail!("weight decay and gradient clipping must be ≥ 0");
+        }
+        Ok(())
+    }
+
     /// The tutorial's protocol: one name per step, class-uniform sampling, MSE, Adam 1e-4,
     /// 1,000,000 steps, evaluation every 1,000.
     pub fn tutorial() -> Self {
@@ -198,7 +232,22 @@ impl RunConfig {
                 self.model.num_classes
             );
         }
-        self.model.classifier_config()?;
+        self.model.build()?;
+        if let Some(t) = &self.training {
+            t.validate()?;
+        }
+        if !["tutorial", "dedup"].contains(&self.split.kind.as_str()) {
+            bail!(
+                "unknown split '{}' (expected tutorial or dedup)",
+                self.split.kind
+            );
+        }
+        if !(0.0..1.0).contains(&self.split.val_fraction) {
+            bail!(
+                "validation fraction must be in [0, 1), got {}",
+                self.split.val_fraction
+            );
+        }
         Ok(())
     }
 }

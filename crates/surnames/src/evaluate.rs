@@ -70,7 +70,11 @@ pub fn predict(
 
 /// Softmax outputs `[N, C]`, computing every distinct prefix once (see
 /// [`SeqClassifier::predict_prefix_shared`]); used for the frequent evaluations during training.
-pub fn predict_shared(model: &SeqClassifier, params: &[f32], seqs: &[Vec<u32>]) -> Result<Vec<f32>> {
+pub fn predict_shared(
+    model: &SeqClassifier,
+    params: &[f32],
+    seqs: &[Vec<u32>],
+) -> Result<Vec<f32>> {
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
     Ok(model.predict_prefix_shared(params, &refs)?)
 }

@@ -47,7 +47,33 @@ struct ConformanceArgs {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // Die quietly on a closed pipe (`surnames data | head`), like other command-line tools,
+    // instead of panicking inside println!.
+    #[cfg(unix)]
+    // SAFETY: restoring the default action of a signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            // clap's message starts with "error: "; keep its first line (the usage follows).
+            let msg = e.to_string();
+            eprintln!(
+                "{} (see --help)",
+                msg.lines().next().unwrap_or("error: bad arguments")
+            );
+            std::process::exit(2);
+        }
+    };
     let result: Result<()> = match cli.command {
         Command::Data(a) => commands::data(a),
         Command::Train(a) => commands::train(*a),

@@ -123,6 +123,16 @@ fn lr_at(cfg: &crate::config::TrainConfig, step: u64) -> f32 {
     }
 }
 
+/// Whether the run in `dir` has done all its steps.
+pub fn is_finished(dir: &Path) -> Result<bool> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot resume: cannot read {}", path.display()))?;
+    let st: TrainState = serde_json::from_str(&text)
+        .with_context(|| format!("cannot resume: {} is corrupt", path.display()))?;
+    Ok(st.finished)
+}
+
 /// Trains, writing everything into `dir`. `resume`: continue from the state saved there.
 pub fn run(
     dir: &Path,

@@ -1,0 +1,75 @@
+//! `surnames conformance`: the reference vectors pass, a perturbed copy fails, a malformed file
+//! is a one-line error.
+mod cli_common;
+use cli_common::*;
+
+/// All 41 golden RNN cases print PASS and the summary line; exit code 0.
+#[test]
+fn golden_rnn_cases_all_pass() {
+    let file = golden_dir().join("rnn_cases.json");
+    let out = ok(&run(&["conformance".as_ref(), file.as_os_str()]));
+    let pass = out
+        .lines()
+        .filter(|l| l.trim_end().ends_with("PASS"))
+        .count();
+    let fail = out
+        .lines()
+        .filter(|l| l.trim_end().ends_with("FAIL"))
+        .count();
+    assert_eq!(pass, 41, "{out}");
+    assert_eq!(fail, 0, "{out}");
+    assert!(
+        out.lines().any(|l| l.trim() == "41 passed, 0 failed"),
+        "no summary line:\n{out}"
+    );
+}
+
+/// A copy with one output spike flipped: non-zero exit and a FAIL line for that case.
+#[test]
+fn flipped_output_value_fails() {
+    let text = std::fs::read_to_string(golden_dir().join("rnn_cases.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = &mut v["cases"][0];
+    let name = case["name"].as_str().unwrap().to_string();
+    let out = case["output"]["data"].as_array_mut().unwrap();
+    out[0] = serde_json::json!(1.0 - out[0].as_f64().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flipped.json");
+    std::fs::write(&file, v.to_string()).unwrap();
+
+    let o = run(&["conformance".as_ref(), file.as_os_str()]);
+    assert!(!o.status.success(), "{}", describe(&o));
+    let s = stdout(&o);
+    let fails: Vec<&str> = s
+        .lines()
+        .filter(|l| l.trim_end().ends_with("FAIL"))
+        .collect();
+    assert_eq!(fails.len(), 1, "{}", describe(&o));
+    assert!(fails[0].starts_with(&name), "{}", describe(&o));
+    assert!(s.contains("40 passed, 1 failed"), "{}", describe(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", describe(&o));
+}
+
+/// Malformed input (not JSON, wrong schema, missing fields): non-zero exit, one-line error.
+#[test]
+fn malformed_file_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, text) in [
+        "{not json",
+        "[1, 2]",
+        r#"{"cases": []}"#,
+        r#"{"cases": [{"name": "x"}]}"#,
+        r#"{"cases": [{"name": "x", "model": "SpikingLSTM", "input_size": 5}]}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("bad{i}.json"));
+        std::fs::write(&file, text).unwrap();
+        let o = run(&["conformance".as_ref(), file.as_os_str()]);
+        one_line_error(&o);
+    }
+    // and a file that does not exist
+    let o = run(&["conformance", "/nonexistent/cases.json"]);
+    one_line_error(&o);
+}
