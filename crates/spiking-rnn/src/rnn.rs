@@ -555,7 +555,7 @@ impl SpikingRnn {
             let h_prev = &h_done[k * b * hs..];
             // Rows past their sequence's end only copy their state: skip them in the product.
             let na = active_rows(lengths, k);
-            if na <= 4 {
+            if na <= FORWARD_SPARSE_ROWS {
                 rows_matmul(&mut dc.v[..na * gh], gh, &h_prev[..na * hs], hs, w_hh, gh);
             } else {
                 matmul(
@@ -780,7 +780,7 @@ impl SpikingRnn {
                     }
                     let na = active_rows(lengths, k);
                     let dv_k = &d_v[k * b * gh..(k * b + na) * gh];
-                    if na <= 4 {
+                    if na <= SPARSE_ROWS {
                         for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh))
                         {
                             for (j, dhj) in dh_row.iter_mut().enumerate() {
@@ -810,20 +810,8 @@ impl SpikingRnn {
                     // Few rows: add only the rows of W_hh whose spike input was non-zero.
                     outer_acc(g_w_hh, h_prev, hs, d_v, gh);
                 } else {
-                    // One product per step over the rows still running (the others have zero
-                    // gradient).
-                    for k in 0..t {
-                        let na = active_rows(lengths, k);
-                        let hk = &h_prev[k * b * hs..(k * b + na) * hs];
-                        let dk = &d_v[k * b * gh..(k * b + na) * gh];
-                        matmul(
-                            g_w_hh,
-                            gh,
-                            true,
-                            Mat::new(hk, na, hs).t(),
-                            Mat::new(dk, na, gh),
-                        );
-                    }
+                    // One product for all steps (rows past a sequence's end have zero gradient).
+                    matmul(g_w_hh, gh, true, Mat::new(h_prev, t * b, hs).t(), Mat::new(d_v, t * b, gh));
                 }
                 if let Some(r) = &p.b_hh {
                     add_column_sums(&mut grads[r.clone()], d_v, gh);
@@ -882,6 +870,11 @@ impl SpikingRnn {
         Ok(())
     }
 }
+
+/// Up to this many rows per step, the recurrent products are done row by row (skipping the
+/// zero spikes, no packing); above it by `gemm`.
+const SPARSE_ROWS: usize = 4;
+const FORWARD_SPARSE_ROWS: usize = 1 << 20;
 
 /// Rows still running at processing step `k`. With lengths sorted longest first (as the
 /// classifier and evaluation batches are) they are a prefix of the batch; otherwise all rows.
