@@ -153,6 +153,58 @@ impl<'a, 'b> RowSum<'a, 'b> {
     }
 }
 
+/// `c[m×k] += d[m×n] · wᵀ` for row-major `w` `[k×n]`: every entry is a dot product of a row of
+/// `d` with a row of `w`. Four rows of `d` share each pass over a row of `w`, and nothing is
+/// packed, which beats `gemm` for the few rows of one time step.
+pub fn matmul_bt(c: &mut [f32], k: usize, d: &[f32], n: usize, w: &[f32]) {
+    let m = d.len() / n;
+    let mut r = 0;
+    while r + 4 <= m {
+        let (d0, d1, d2, d3) = (&d[r * n..(r + 1) * n], &d[(r + 1) * n..(r + 2) * n], &d[(r + 2) * n..(r + 3) * n], &d[(r + 3) * n..(r + 4) * n]);
+        for j in 0..k {
+            let s = dot4(&w[j * n..(j + 1) * n], [d0, d1, d2, d3]);
+            for (q, v) in s.iter().enumerate() {
+                c[(r + q) * k + j] += v;
+            }
+        }
+        r += 4;
+    }
+    for r in r..m {
+        for j in 0..k {
+            c[r * k + j] += dot(&w[j * n..(j + 1) * n], &d[r * n..(r + 1) * n]);
+        }
+    }
+}
+
+/// Four dot products of `w` with `d[0..4]`, 16 partial sums each.
+#[inline]
+fn dot4(w: &[f32], d: [&[f32]; 4]) -> [f32; 4] {
+    const W: usize = 16;
+    let n = w.len() / W * W;
+    let (mut a0, mut a1, mut a2, mut a3) = ([0.0f32; W], [0.0f32; W], [0.0f32; W], [0.0f32; W]);
+    let chunks = w[..n]
+        .chunks_exact(W)
+        .zip(d[0][..n].chunks_exact(W))
+        .zip(d[1][..n].chunks_exact(W))
+        .zip(d[2][..n].chunks_exact(W))
+        .zip(d[3][..n].chunks_exact(W));
+    for ((((wc, x0), x1), x2), x3) in chunks {
+        for l in 0..W {
+            a0[l] += wc[l] * x0[l];
+            a1[l] += wc[l] * x1[l];
+            a2[l] += wc[l] * x2[l];
+            a3[l] += wc[l] * x3[l];
+        }
+    }
+    let tail = |q: usize| w[n..].iter().zip(&d[q][n..]).map(|(a, b)| a * b).sum::<f32>();
+    [
+        a0.iter().sum::<f32>() + tail(0),
+        a1.iter().sum::<f32>() + tail(1),
+        a2.iter().sum::<f32>() + tail(2),
+        a3.iter().sum::<f32>() + tail(3),
+    ]
+}
+
 /// `Σ a[i]·b[i]` with 64 independent partial sums, so the additions do not wait on each other.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -238,6 +290,13 @@ mod tests {
             .map(|x| x + 1.0)
             .collect();
         assert_eq!(w, want);
+        // matmul_bt = d·wᵀ, with a row count that is not a multiple of four
+        let dm: Vec<f32> = (0..7 * 19).map(|x| ((x * 7) % 13) as f32 - 6.0).collect();
+        let wm: Vec<f32> = (0..5 * 19).map(|x| ((x * 5) % 11) as f32 * 0.5).collect();
+        let mut cm = vec![1.0; 7 * 5];
+        matmul_bt(&mut cm, 5, &dm, 19, &wm);
+        let want: Vec<f32> = naive(Mat::new(&dm, 7, 19), Mat::new(&wm, 5, 19).t()).iter().map(|x| x + 1.0).collect();
+        assert_eq!(cm, want);
         let x: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();
         assert_eq!(dot(&x, &x), x.iter().map(|v| v * v).sum::<f32>());
     }

@@ -10,7 +10,7 @@
 //! result equals running each sequence alone, gradients included.
 
 use crate::cell::{self, CellFns, CellKind};
-use crate::linalg::{add_column_sums, axpy, dot, matmul, outer_acc, rows_matmul, Mat};
+use crate::linalg::{add_column_sums, axpy, matmul, matmul_bt, outer_acc, rows_matmul, Mat};
 use crate::params::ParamLayout;
 use crate::surrogate::Surrogate;
 use crate::{shape_err, Error, Result};
@@ -555,17 +555,8 @@ impl SpikingRnn {
             let h_prev = &h_done[k * b * hs..];
             // Rows past their sequence's end only copy their state: skip them in the product.
             let na = active_rows(lengths, k);
-            if na <= FORWARD_SPARSE_ROWS {
-                rows_matmul(&mut dc.v[..na * gh], gh, &h_prev[..na * hs], hs, w_hh, gh);
-            } else {
-                matmul(
-                    &mut dc.v,
-                    gh,
-                    true,
-                    Mat::new(h_prev, na, hs),
-                    Mat::new(w_hh, hs, gh),
-                );
-            }
+            // Spikes select rows of W_hh: summing them skips the zeros and needs no packing.
+            rows_matmul(&mut dc.v[..na * gh], gh, &h_prev[..na * hs], hs, w_hh, gh);
             let h_next = &mut h_next[..b * hs];
             for bi in 0..b {
                 let hr = bi * hs..(bi + 1) * hs;
@@ -780,22 +771,7 @@ impl SpikingRnn {
                     }
                     let na = active_rows(lengths, k);
                     let dv_k = &d_v[k * b * gh..(k * b + na) * gh];
-                    if na <= SPARSE_ROWS {
-                        for (dh_row, dv_row) in d_h.chunks_exact_mut(hs).zip(dv_k.chunks_exact(gh))
-                        {
-                            for (j, dhj) in dh_row.iter_mut().enumerate() {
-                                *dhj += dot(&w_hh[j * gh..(j + 1) * gh], dv_row);
-                            }
-                        }
-                    } else {
-                        matmul(
-                            d_h,
-                            hs,
-                            true,
-                            Mat::new(dv_k, na, gh),
-                            Mat::new(w_hh, hs, gh).t(),
-                        );
-                    }
+                    matmul_bt(&mut d_h[..na * hs], hs, dv_k, gh, w_hh);
                 }
                 if let Some(st) = d_init.as_deref_mut() {
                     st.h[sr.clone()].copy_from_slice(d_h);
@@ -870,11 +846,6 @@ impl SpikingRnn {
         Ok(())
     }
 }
-
-/// Up to this many rows per step, the recurrent products are done row by row (skipping the
-/// zero spikes, no packing); above it by `gemm`.
-const SPARSE_ROWS: usize = 4;
-const FORWARD_SPARSE_ROWS: usize = 1 << 20;
 
 /// Rows still running at processing step `k`. With lengths sorted longest first (as the
 /// classifier and evaluation batches are) they are a prefix of the batch; otherwise all rows.
