@@ -15,6 +15,24 @@ use rayon::prelude::*;
 pub struct ClassifierConfig {
     pub rnn: RnnConfig,
     pub num_classes: usize,
+    pub readout: Readout,
+}
+
+impl ClassifierConfig {
+    /// The tutorial's head: the output at the last step.
+    pub fn new(rnn: RnnConfig, num_classes: usize) -> Self {
+        Self { rnn, num_classes, readout: Readout::Last }
+    }
+}
+
+/// What the Linear layer reads from the output sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readout {
+    /// The output at each sequence's last valid step (the tutorial's `output[-1]`).
+    Last,
+    /// The mean output over the valid steps: a spike-rate code, graded where one step's spikes
+    /// are binary.
+    Mean,
 }
 
 /// Which loss to train with.
@@ -197,9 +215,21 @@ impl SeqClassifier {
         let c = self.cfg.num_classes;
         let out = ws.rnn.output();
         ws.feat.clear();
+        ws.feat.resize(b * f, 0.0);
         for (bi, &len) in ws.lengths.iter().enumerate() {
-            let o = ((len - 1) * b + bi) * f;
-            ws.feat.extend_from_slice(&out[o..o + f]);
+            let feat = &mut ws.feat[bi * f..(bi + 1) * f];
+            match self.cfg.readout {
+                Readout::Last => {
+                    let o = ((len - 1) * b + bi) * f;
+                    feat.copy_from_slice(&out[o..o + f]);
+                }
+                Readout::Mean => {
+                    for ti in 0..len {
+                        let o = (ti * b + bi) * f;
+                        crate::linalg::axpy(feat, 1.0 / len as f32, &out[o..o + f]);
+                    }
+                }
+            }
         }
         ws.logits.clear();
         ws.logits.resize(b * c, 0.0);
@@ -226,8 +256,19 @@ impl SeqClassifier {
         ws.d_out.clear();
         ws.d_out.resize(t * b * f, 0.0);
         for (bi, &len) in ws.lengths.iter().enumerate() {
-            let o = ((len - 1) * b + bi) * f;
-            ws.d_out[o..o + f].copy_from_slice(&ws.d_feat[bi * f..(bi + 1) * f]);
+            let d_feat = &ws.d_feat[bi * f..(bi + 1) * f];
+            match self.cfg.readout {
+                Readout::Last => {
+                    let o = ((len - 1) * b + bi) * f;
+                    ws.d_out[o..o + f].copy_from_slice(d_feat);
+                }
+                Readout::Mean => {
+                    for ti in 0..len {
+                        let o = (ti * b + bi) * f;
+                        crate::linalg::axpy(&mut ws.d_out[o..o + f], 1.0 / len as f32, d_feat);
+                    }
+                }
+            }
         }
         self.rnn.backward(
             params,
@@ -438,6 +479,9 @@ impl SeqClassifier {
         let two = cfg.cell.states() == 2;
         let per_node = l * hs;
         let mut h = vec![0.0f32; parent.len() * per_node];
+        // Mean readout: sum of the last layer's outputs along the path to each node.
+        let mean = self.cfg.readout == Readout::Mean;
+        let mut path_sum = vec![0.0f32; if mean { parent.len() * hs } else { 0 }];
         let mut cst = vec![0.0f32; if two { parent.len() * per_node } else { 0 }];
         const CHUNK: usize = 256;
         for level in &levels {
@@ -489,12 +533,26 @@ impl SeqClassifier {
                         }
                     }
                 }
+                if mean {
+                    for (bi, &n) in nodes.iter().enumerate() {
+                        let top = ((l - 1) * b + bi) * hs..((l - 1) * b + bi + 1) * hs;
+                        let p = parent[n];
+                        for j in 0..hs {
+                            let before = if p == usize::MAX { 0.0 } else { path_sum[p * hs + j] };
+                            path_sum[n * hs + j] = before + fh[top.start + j];
+                        }
+                    }
+                }
             }
         }
         // The network's output is the last layer's h at the last step.
         let mut feat = Vec::with_capacity(seqs.len() * hs);
-        for &n in &terminal {
-            feat.extend_from_slice(&h[n * per_node + (l - 1) * hs..(n + 1) * per_node]);
+        for (s, &n) in seqs.iter().zip(&terminal) {
+            if mean {
+                feat.extend(path_sum[n * hs..(n + 1) * hs].iter().map(|&x| x / s.len() as f32));
+            } else {
+                feat.extend_from_slice(&h[n * per_node + (l - 1) * hs..(n + 1) * per_node]);
+            }
         }
         let mut logits = vec![0.0; seqs.len() * c];
         self.fc.forward(params, &feat, &mut logits);

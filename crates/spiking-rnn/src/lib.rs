@@ -24,7 +24,7 @@ pub mod rnn;
 pub mod surrogate;
 
 pub use cell::CellKind;
-pub use classifier::{ClassifierConfig, LossKind, SeqClassifier, Workspace};
+pub use classifier::{ClassifierConfig, LossKind, Readout, SeqClassifier, Workspace};
 pub use params::{ParamLayout, ParamSpec};
 pub use rnn::{Batch, Input, RnnCache, RnnConfig, SpikingRnn, States};
 pub use surrogate::{Surrogate, SurrogateKind};

@@ -474,15 +474,19 @@ fn state_dict_names_and_shapes() {
 /// Prefix-shared prediction equals plain batched prediction, for stacked LSTM and GRU models.
 #[test]
 fn prefix_shared_prediction_equals_plain() {
-    use spiking_rnn::{ClassifierConfig, SeqClassifier};
-    for cell in [CellKind::Lstm, CellKind::Gru, CellKind::AnnLstm] {
+    use spiking_rnn::{ClassifierConfig, Readout, SeqClassifier};
+    for (cell, readout) in [
+        (CellKind::Lstm, Readout::Last),
+        (CellKind::Gru, Readout::Last),
+        (CellKind::AnnLstm, Readout::Last),
+        (CellKind::Lstm, Readout::Mean),
+        (CellKind::Gru, Readout::Mean),
+    ] {
         let mut rnn = RnnConfig::new(cell, 5, 8);
         rnn.num_layers = 2;
-        let model = SeqClassifier::new(ClassifierConfig {
-            rnn,
-            num_classes: 4,
-        })
-        .unwrap();
+        let mut cfg = ClassifierConfig::new(rnn, 4);
+        cfg.readout = readout;
+        let model = SeqClassifier::new(cfg).unwrap();
         let mut params = model.init_params(5);
         params.iter_mut().for_each(|p| *p *= 3.0);
         let seqs: Vec<Vec<u32>> = vec![

@@ -20,10 +20,10 @@ pub struct BenchResult {
 }
 
 pub fn tutorial_model(hidden: usize) -> Result<SeqClassifier> {
-    Ok(SeqClassifier::new(ClassifierConfig {
-        rnn: RnnConfig::new(CellKind::Lstm, surnames_data::N_LETTERS, hidden),
-        num_classes: 18,
-    })?)
+    Ok(SeqClassifier::new(ClassifierConfig::new(
+        RnnConfig::new(CellKind::Lstm, surnames_data::N_LETTERS, hidden),
+        18,
+    ))?)
 }
 
 fn median(v: &[f64]) -> f64 {

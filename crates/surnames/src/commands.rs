@@ -147,10 +147,10 @@ pub struct TrainArgs {
     /// `mse` (softmax vs one-hot, the tutorial's) or `ce` (cross-entropy).
     #[arg(long)]
     pub loss: Option<String>,
-    /// Weight the cross-entropy by inverse class frequency.
+    /// Cross-entropy class weights: `none`, `inverse` (inverse frequency) or `sqrt` (its root).
     #[arg(long)]
-    pub class_weighted: Option<bool>,
-    /// `class-uniform` (tutorial), `natural` or `shuffled` (epochs).
+    pub class_weights: Option<String>,
+    /// `class-uniform` (tutorial), `natural`, `shuffled` (epochs) or `mixed` (half each).
     #[arg(long)]
     pub sampling: Option<String>,
     /// Learning-rate schedule: `constant`, `cosine` or `step`.
@@ -164,6 +164,10 @@ pub struct TrainArgs {
     /// Clip the gradient norm (0 = off).
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
+    /// What the classifier reads: `last` (output at the last letter, the tutorial's) or `mean`
+    /// (mean output over the letters).
+    #[arg(long)]
+    pub readout: Option<String>,
     /// Dropout between stacked layers.
     #[arg(long, allow_negative_numbers = true)]
     pub dropout: Option<f32>,
@@ -221,6 +225,9 @@ pub fn build_run_config(
     if let Some(v) = a.dropout {
         model.dropout = v;
     }
+    if let Some(v) = &a.readout {
+        model.readout = v.clone();
+    }
     if let Some(v) = &a.split {
         split.kind = v.clone();
     }
@@ -237,7 +244,7 @@ pub fn build_run_config(
     set!(lr, a.lr);
     set!(batch_size, a.batch_size);
     set!(loss, a.loss);
-    set!(class_weighted, a.class_weighted);
+    set!(class_weights, a.class_weights);
     set!(sampling, a.sampling);
     set!(schedule, a.schedule);
     set!(warmup_steps, a.warmup);

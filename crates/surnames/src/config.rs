@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use spiking_rnn::{CellKind, ClassifierConfig, RnnConfig, SeqClassifier, Surrogate};
+use spiking_rnn::{CellKind, ClassifierConfig, Readout, RnnConfig, SeqClassifier, Surrogate};
 
 /// The network: spiking RNN → last valid step → Linear → softmax.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,6 +21,14 @@ pub struct ModelSpec {
     /// LSTM cell-state cap at 1 (SpikingJelly ≥ 2022); false = the 2020 tutorial's behaviour.
     pub clamp_cell: bool,
     pub num_classes: usize,
+    /// What the Linear layer reads: `last` (the output at the last letter, the tutorial's) or
+    /// `mean` (the mean output over the letters: spike rates).
+    #[serde(default = "default_readout")]
+    pub readout: String,
+}
+
+fn default_readout() -> String {
+    "last".into()
 }
 
 impl ModelSpec {
@@ -37,6 +45,7 @@ impl ModelSpec {
             surrogate: "Erf:2".into(),
             clamp_cell: true,
             num_classes,
+            readout: default_readout(),
         }
     }
 
@@ -54,10 +63,12 @@ impl ModelSpec {
         rnn.invariant_dropout_mask = self.invariant_dropout_mask;
         rnn.surrogate1 = Surrogate::parse(&self.surrogate)?;
         rnn.clamp_cell = self.clamp_cell;
-        Ok(ClassifierConfig {
-            rnn,
-            num_classes: self.num_classes,
-        })
+        let readout = match self.readout.as_str() {
+            "last" => Readout::Last,
+            "mean" => Readout::Mean,
+            other => bail!("unknown readout '{other}' (expected last or mean)"),
+        };
+        Ok(ClassifierConfig { rnn, num_classes: self.num_classes, readout })
     }
 
     pub fn build(&self) -> Result<SeqClassifier> {
@@ -98,9 +109,11 @@ pub struct TrainConfig {
     pub lr: f32,
     /// `mse` (the tutorial's: softmax vs one-hot) or `ce` (cross-entropy).
     pub loss: String,
-    /// Cross-entropy weighted by inverse class frequency.
-    pub class_weighted: bool,
-    /// `class-uniform` (tutorial), `natural` (names uniformly) or `shuffled` (epochs).
+    /// Cross-entropy class weights: `none`, `inverse` (n / (C·n_c)) or `sqrt` (its square root).
+    pub class_weights: String,
+    /// `class-uniform` (tutorial), `natural` (names uniformly), `shuffled` (epochs) or `mixed`
+    /// (each name class-uniform or natural with probability ½: balances rare languages without
+    /// ignoring the real frequencies).
     pub sampling: String,
     /// `constant`, `cosine` or `step` (×0.1 at 50% and 75% of the steps).
     pub schedule: String,
@@ -127,14 +140,14 @@ impl TrainConfig {
         if !["mse", "ce"].contains(&self.loss.as_str()) {
             bail!("unknown loss '{}' (expected mse or ce)", self.loss);
         }
-        if self.class_weighted && self.loss != "ce" {
-            bail!("class weighting needs the cross-entropy loss (--loss ce)");
+        if !["none", "inverse", "sqrt"].contains(&self.class_weights.as_str()) {
+            bail!("unknown class weights '{}' (expected none, inverse or sqrt)", self.class_weights);
         }
-        if !["class-uniform", "natural", "shuffled"].contains(&self.sampling.as_str()) {
-            bail!(
-                "unknown sampling '{}' (expected class-uniform, natural or shuffled)",
-                self.sampling
-            );
+        if self.class_weights != "none" && self.loss != "ce" {
+            bail!("class weights need the cross-entropy loss (--loss ce)");
+        }
+        if !["class-uniform", "natural", "shuffled", "mixed"].contains(&self.sampling.as_str()) {
+            bail!("unknown sampling '{}' (expected class-uniform, natural, shuffled or mixed)", self.sampling);
         }
         if !["constant", "cosine", "step"].contains(&self.schedule.as_str()) {
             bail!(
@@ -160,7 +173,7 @@ impl TrainConfig {
             eval_every: 1000,
             lr: 1e-4,
             loss: "mse".into(),
-            class_weighted: false,
+            class_weights: "none".into(),
             sampling: "class-uniform".into(),
             schedule: "constant".into(),
             warmup_steps: 0,

@@ -381,10 +381,7 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
     let fc = get("fc.weight").ok_or_else(|| anyhow!("{what}: no fc.weight"))?;
     let mut rnn = RnnConfig::new(CellKind::Lstm, w_ih.shape[1], w_ih.shape[0] / 4);
     rnn.clamp_cell = c.get("clamp_cell").and_then(Value::as_bool).unwrap_or(true);
-    let model = SeqClassifier::new(ClassifierConfig {
-        rnn,
-        num_classes: fc.shape[0],
-    })?;
+    let model = SeqClassifier::new(ClassifierConfig::new(rnn, fc.shape[0]))?;
     let mut params = vec![0.0; model.num_params()];
     model.layout.import_all(
         &mut params,

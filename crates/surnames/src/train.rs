@@ -160,16 +160,17 @@ pub fn run(
     let kind = match tc.loss.as_str() {
         "mse" => LossKind::Mse,
         "ce" => LossKind::CrossEntropy {
-            class_weights: tc.class_weighted.then(|| {
+            class_weights: (tc.class_weights != "none").then(|| {
                 let n = data.train.len() as f32;
                 data.train
                     .per_class
                     .iter()
                     .map(|&k| {
-                        if k == 0 {
-                            0.0
+                        let inverse = if k == 0 { 0.0 } else { n / (classes as f32 * k as f32) };
+                        if tc.class_weights == "sqrt" {
+                            inverse.sqrt()
                         } else {
-                            n / (classes as f32 * k as f32)
+                            inverse
                         }
                     })
                     .collect()
@@ -177,18 +178,7 @@ pub fn run(
         },
         other => bail!("unknown loss '{other}' (expected mse or ce)"),
     };
-    if !["class-uniform", "natural", "shuffled"].contains(&tc.sampling.as_str()) {
-        bail!(
-            "unknown sampling '{}' (expected class-uniform, natural or shuffled)",
-            tc.sampling
-        );
-    }
-    if !["constant", "cosine", "step"].contains(&tc.schedule.as_str()) {
-        bail!(
-            "unknown schedule '{}' (expected constant, cosine or step)",
-            tc.schedule
-        );
-    }
+    tc.validate()?;
     // Category ranges in the flattened training set, for class-uniform sampling.
     let mut starts = vec![0usize];
     for &n in &data.train.per_class {
@@ -322,6 +312,14 @@ pub fn run(
                     rng.gen_range(starts[c]..starts[c + 1])
                 }
                 "natural" => rng.gen_range(0..data.train.len()),
+                "mixed" => {
+                    if rng.gen::<bool>() {
+                        let c = nonempty[rng.gen_range(0..nonempty.len())];
+                        rng.gen_range(starts[c]..starts[c + 1])
+                    } else {
+                        rng.gen_range(0..data.train.len())
+                    }
+                }
                 _ => {
                     if st.shuffle_pos >= st.shuffle_order.len() {
                         st.shuffle_order = (0..data.train.len() as u32).collect();
