@@ -167,6 +167,17 @@ struct LayerCache {
     dirs: Vec<DirCache>,
 }
 
+impl LayerCache {
+    /// What the next layer reads: the output after dropout (or the output if none was applied).
+    fn next_input(&self) -> &[f32] {
+        if self.dropped.is_empty() {
+            &self.out
+        } else {
+            &self.dropped
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct DirCache {
     /// `x·W_ihᵀ + b_ih`, time order `[T, B, G·H]`.
@@ -411,11 +422,7 @@ impl SpikingRnn {
                 }
             } else {
                 let prev = &done[l - 1];
-                LayerInput::Dense(if prev.dropped.is_empty() {
-                    &prev.out
-                } else {
-                    &prev.dropped
-                })
+                LayerInput::Dense(prev.next_input())
             };
             for d in 0..nd {
                 let s = d * nl + l;
@@ -678,11 +685,7 @@ impl SpikingRnn {
                 }
             } else {
                 let prev = &below[l - 1];
-                LayerInput::Dense(if prev.dropped.is_empty() {
-                    &prev.out
-                } else {
-                    &prev.dropped
-                })
+                LayerInput::Dense(prev.next_input())
             };
             for d in 0..nd {
                 let s = d * nl + l;

@@ -65,6 +65,11 @@ pub fn bytes_to_tensors(
     Ok(out)
 }
 
+/// The model's tensors with SpikingJelly names, PyTorch shapes and layouts.
+pub fn state_dict(model: &SeqClassifier, params: &[f32]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    model.layout.specs.iter().map(|s| (s.name.clone(), s.shape.clone(), model.layout.export(params, s))).collect()
+}
+
 /// Writes `model.safetensors` then `config.json`, each atomically.
 pub fn save_run(
     dir: &Path,
@@ -74,18 +79,7 @@ pub fn save_run(
 ) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create run directory {}", dir.display()))?;
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = model
-        .layout
-        .specs
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                s.shape.clone(),
-                model.layout.export(params, s),
-            )
-        })
-        .collect();
+    let tensors = state_dict(model, params);
     write_atomic(&dir.join(MODEL_FILE), &tensors_to_bytes(&tensors)?)?;
     write_atomic(
         &dir.join(CONFIG_FILE),
