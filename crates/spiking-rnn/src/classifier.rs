@@ -21,7 +21,11 @@ pub struct ClassifierConfig {
 impl ClassifierConfig {
     /// The tutorial's head: the output at the last step.
     pub fn new(rnn: RnnConfig, num_classes: usize) -> Self {
-        Self { rnn, num_classes, readout: Readout::Last }
+        Self {
+            rnn,
+            num_classes,
+            readout: Readout::Last,
+        }
     }
 }
 
@@ -538,7 +542,11 @@ impl SeqClassifier {
                         let top = ((l - 1) * b + bi) * hs..((l - 1) * b + bi + 1) * hs;
                         let p = parent[n];
                         for j in 0..hs {
-                            let before = if p == usize::MAX { 0.0 } else { path_sum[p * hs + j] };
+                            let before = if p == usize::MAX {
+                                0.0
+                            } else {
+                                path_sum[p * hs + j]
+                            };
                             path_sum[n * hs + j] = before + fh[top.start + j];
                         }
                     }
@@ -549,7 +557,11 @@ impl SeqClassifier {
         let mut feat = Vec::with_capacity(seqs.len() * hs);
         for (s, &n) in seqs.iter().zip(&terminal) {
             if mean {
-                feat.extend(path_sum[n * hs..(n + 1) * hs].iter().map(|&x| x / s.len() as f32));
+                feat.extend(
+                    path_sum[n * hs..(n + 1) * hs]
+                        .iter()
+                        .map(|&x| x / s.len() as f32),
+                );
             } else {
                 feat.extend_from_slice(&h[n * per_node + (l - 1) * hs..(n + 1) * per_node]);
             }

@@ -160,7 +160,12 @@ pub fn matmul_bt(c: &mut [f32], k: usize, d: &[f32], n: usize, w: &[f32]) {
     let m = d.len() / n;
     let mut r = 0;
     while r + 4 <= m {
-        let (d0, d1, d2, d3) = (&d[r * n..(r + 1) * n], &d[(r + 1) * n..(r + 2) * n], &d[(r + 2) * n..(r + 3) * n], &d[(r + 3) * n..(r + 4) * n]);
+        let (d0, d1, d2, d3) = (
+            &d[r * n..(r + 1) * n],
+            &d[(r + 1) * n..(r + 2) * n],
+            &d[(r + 2) * n..(r + 3) * n],
+            &d[(r + 3) * n..(r + 4) * n],
+        );
         for j in 0..k {
             let s = dot4(&w[j * n..(j + 1) * n], [d0, d1, d2, d3]);
             for (q, v) in s.iter().enumerate() {
@@ -196,7 +201,13 @@ fn dot4(w: &[f32], d: [&[f32]; 4]) -> [f32; 4] {
             a3[l] += wc[l] * x3[l];
         }
     }
-    let tail = |q: usize| w[n..].iter().zip(&d[q][n..]).map(|(a, b)| a * b).sum::<f32>();
+    let tail = |q: usize| {
+        w[n..]
+            .iter()
+            .zip(&d[q][n..])
+            .map(|(a, b)| a * b)
+            .sum::<f32>()
+    };
     [
         a0.iter().sum::<f32>() + tail(0),
         a1.iter().sum::<f32>() + tail(1),
@@ -295,7 +306,10 @@ mod tests {
         let wm: Vec<f32> = (0..5 * 19).map(|x| ((x * 5) % 11) as f32 * 0.5).collect();
         let mut cm = vec![1.0; 7 * 5];
         matmul_bt(&mut cm, 5, &dm, 19, &wm);
-        let want: Vec<f32> = naive(Mat::new(&dm, 7, 19), Mat::new(&wm, 5, 19).t()).iter().map(|x| x + 1.0).collect();
+        let want: Vec<f32> = naive(Mat::new(&dm, 7, 19), Mat::new(&wm, 5, 19).t())
+            .iter()
+            .map(|x| x + 1.0)
+            .collect();
         assert_eq!(cm, want);
         let x: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();
         assert_eq!(dot(&x, &x), x.iter().map(|v| v * v).sum::<f32>());

@@ -790,7 +790,13 @@ impl SpikingRnn {
                     outer_acc(g_w_hh, h_prev, hs, d_v, gh);
                 } else {
                     // One product for all steps (rows past a sequence's end have zero gradient).
-                    matmul(g_w_hh, gh, true, Mat::new(h_prev, t * b, hs).t(), Mat::new(d_v, t * b, gh));
+                    matmul(
+                        g_w_hh,
+                        gh,
+                        true,
+                        Mat::new(h_prev, t * b, hs).t(),
+                        Mat::new(d_v, t * b, gh),
+                    );
                 }
                 if let Some(r) = &p.b_hh {
                     add_column_sums(&mut grads[r.clone()], d_v, gh);

@@ -201,10 +201,17 @@ fn classifier_gradients_both_readouts_and_losses() {
     use spiking_rnn::{ClassifierConfig, LossKind, Readout, SeqClassifier};
     for (readout, kind) in [
         (Readout::Last, LossKind::Mse),
-        (Readout::Mean, LossKind::CrossEntropy { class_weights: Some(vec![1.0, 2.0, 0.5]) }),
+        (
+            Readout::Mean,
+            LossKind::CrossEntropy {
+                class_weights: Some(vec![1.0, 2.0, 0.5]),
+            },
+        ),
     ] {
         let mut rnn = RnnConfig::new(CellKind::Lstm, 5, 4);
-        rnn.surrogate1 = Surrogate::new(SurrogateKind::Sigmoid).with_alpha(1.0).with_spiking(false);
+        rnn.surrogate1 = Surrogate::new(SurrogateKind::Sigmoid)
+            .with_alpha(1.0)
+            .with_spiking(false);
         rnn.clamp_cell = false;
         let mut cfg = ClassifierConfig::new(rnn, 3);
         cfg.readout = readout;
@@ -215,10 +222,15 @@ fn classifier_gradients_both_readouts_and_losses() {
         let norm = model.loss_norm(&kind, &labels);
         let loss_at = |p: &[f32]| {
             let mut ws = model.workspace(0);
-            model.loss_and_grad(p, &seqs, &labels, &kind, norm, &mut ws).unwrap().0 as f64
+            model
+                .loss_and_grad(p, &seqs, &labels, &kind, norm, &mut ws)
+                .unwrap()
+                .0 as f64
         };
         let mut ws = model.workspace(0);
-        model.loss_and_grad(&params, &seqs, &labels, &kind, norm, &mut ws).unwrap();
+        model
+            .loss_and_grad(&params, &seqs, &labels, &kind, norm, &mut ws)
+            .unwrap();
         let eps = 1e-2f32;
         for k in (0..params.len()).step_by(2) {
             let mut p = params.clone();
@@ -227,7 +239,11 @@ fn classifier_gradients_both_readouts_and_losses() {
             p[k] -= 2.0 * eps;
             let lm = loss_at(&p);
             let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
-            assert!((fd - ws.grads[k]).abs() < 1e-3 + 2e-2 * fd.abs(), "{readout:?} param {k}: fd {fd} vs {}", ws.grads[k]);
+            assert!(
+                (fd - ws.grads[k]).abs() < 1e-3 + 2e-2 * fd.abs(),
+                "{readout:?} param {k}: fd {fd} vs {}",
+                ws.grads[k]
+            );
         }
     }
 }

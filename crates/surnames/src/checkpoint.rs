@@ -67,7 +67,18 @@ pub fn bytes_to_tensors(
 
 /// The model's tensors with SpikingJelly names, PyTorch shapes and layouts.
 pub fn state_dict(model: &SeqClassifier, params: &[f32]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    model.layout.specs.iter().map(|s| (s.name.clone(), s.shape.clone(), model.layout.export(params, s))).collect()
+    model
+        .layout
+        .specs
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.shape.clone(),
+                model.layout.export(params, s),
+            )
+        })
+        .collect()
 }
 
 /// Writes `model.safetensors` then `config.json`, each atomically.

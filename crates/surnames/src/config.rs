@@ -68,7 +68,11 @@ impl ModelSpec {
             "mean" => Readout::Mean,
             other => bail!("unknown readout '{other}' (expected last or mean)"),
         };
-        Ok(ClassifierConfig { rnn, num_classes: self.num_classes, readout })
+        Ok(ClassifierConfig {
+            rnn,
+            num_classes: self.num_classes,
+            readout,
+        })
     }
 
     pub fn build(&self) -> Result<SeqClassifier> {
@@ -141,13 +145,19 @@ impl TrainConfig {
             bail!("unknown loss '{}' (expected mse or ce)", self.loss);
         }
         if !["none", "inverse", "sqrt"].contains(&self.class_weights.as_str()) {
-            bail!("unknown class weights '{}' (expected none, inverse or sqrt)", self.class_weights);
+            bail!(
+                "unknown class weights '{}' (expected none, inverse or sqrt)",
+                self.class_weights
+            );
         }
         if self.class_weights != "none" && self.loss != "ce" {
             bail!("class weights need the cross-entropy loss (--loss ce)");
         }
         if !["class-uniform", "natural", "shuffled", "mixed"].contains(&self.sampling.as_str()) {
-            bail!("unknown sampling '{}' (expected class-uniform, natural, shuffled or mixed)", self.sampling);
+            bail!(
+                "unknown sampling '{}' (expected class-uniform, natural, shuffled or mixed)",
+                self.sampling
+            );
         }
         if !["constant", "cosine", "step"].contains(&self.schedule.as_str()) {
             bail!(

@@ -166,7 +166,11 @@ pub fn run(
                     .per_class
                     .iter()
                     .map(|&k| {
-                        let inverse = if k == 0 { 0.0 } else { n / (classes as f32 * k as f32) };
+                        let inverse = if k == 0 {
+                            0.0
+                        } else {
+                            n / (classes as f32 * k as f32)
+                        };
                         if tc.class_weights == "sqrt" {
                             inverse.sqrt()
                         } else {

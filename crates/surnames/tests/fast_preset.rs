@@ -1,28 +1,49 @@
 //! A short run of the fast preset on the real data ends clearly above the majority-class
 //! baseline of its split (always "Russian": 1882 / 4021 = 0.468 on the tutorial split).
 //!
-//! Margin: one epoch of `--preset fast` (hidden 256, 2 threads) reached test accuracies of
-//! MEASURED_RANGE over seeds 0–4 (README, "Fast training"), so asserting +MARGIN above the
-//! baseline holds with room to spare.
+//! Margin: two epochs of `--preset fast` (hidden 256, 2 threads) reached test accuracies of
+//! 0.562–0.594 over seeds 0–4 (0.094 or more above the baseline; one epoch was too noisy:
+//! 0.479–0.546), so asserting +0.06 holds with room to spare.
 
 mod cli_common;
 use cli_common::*;
 
-const MARGIN: f64 = 0.04;
+const MARGIN: f64 = 0.06;
 
 #[test]
-fn one_epoch_of_the_fast_preset_beats_the_majority_baseline() {
+fn two_epochs_of_the_fast_preset_beat_the_majority_baseline() {
     let run = process_scratch().join("fast-run");
     let _ = std::fs::remove_dir_all(&run);
     let data = data_dir();
     ok(&run(&[
-        "train", "--preset", "fast", "--epochs", "1", "--seed", "0", "--threads", "2", "--out",
-        run.to_str().unwrap(), "--data", data.to_str().unwrap(),
+        "train",
+        "--preset",
+        "fast",
+        "--epochs",
+        "2",
+        "--seed",
+        "0",
+        "--threads",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
     ]));
-    let report = ok(&run(&["eval", "--json", "--model", run.to_str().unwrap(), "--data", data.to_str().unwrap()]));
+    let report = ok(&run(&[
+        "eval",
+        "--json",
+        "--model",
+        run.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]));
     let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
     let acc = v["accuracy"].as_f64().unwrap();
     let majority = v["majority_baseline"].as_f64().unwrap();
     assert!((majority - 1882.0 / 4021.0).abs() < 1e-9);
-    assert!(acc >= majority + MARGIN, "accuracy {acc:.4} is not {MARGIN} above the majority baseline {majority:.4}");
+    assert!(
+        acc >= majority + MARGIN,
+        "accuracy {acc:.4} is not {MARGIN} above the majority baseline {majority:.4}"
+    );
 }
