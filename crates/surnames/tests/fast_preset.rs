@@ -12,8 +12,8 @@ const MARGIN: f64 = 0.06;
 
 #[test]
 fn two_epochs_of_the_fast_preset_beat_the_majority_baseline() {
-    let run = process_scratch().join("fast-run");
-    let _ = std::fs::remove_dir_all(&run);
+    let run_dir = process_scratch().join("fast-run");
+    let _ = std::fs::remove_dir_all(&run_dir);
     let data = data_dir();
     ok(&run(&[
         "train",
@@ -26,7 +26,7 @@ fn two_epochs_of_the_fast_preset_beat_the_majority_baseline() {
         "--threads",
         "2",
         "--out",
-        run.to_str().unwrap(),
+        run_dir.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
     ]));
@@ -34,7 +34,7 @@ fn two_epochs_of_the_fast_preset_beat_the_majority_baseline() {
         "eval",
         "--json",
         "--model",
-        run.to_str().unwrap(),
+        run_dir.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
     ]));
