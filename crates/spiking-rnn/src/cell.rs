@@ -81,6 +81,7 @@ pub struct CellFns {
 // ---------------------------------------------------------------------------------------------
 
 /// u, v, pre, gate: [4H]; c_prev, c, h: [H]. `c` receives the capped state.
+#[allow(clippy::too_many_arguments)]
 pub fn lstm_forward(
     f: &CellFns,
     u: &[f32],

@@ -565,9 +565,8 @@ impl SpikingRnn {
             // Spikes select rows of W_hh: summing them skips the zeros and needs no packing.
             rows_matmul(&mut dc.v[..na * gh], gh, &h_prev[..na * hs], hs, w_hh, gh);
             let h_next = &mut h_next[..b * hs];
-            for bi in 0..b {
+            for (bi, &len) in lengths.iter().enumerate() {
                 let hr = bi * hs..(bi + 1) * hs;
-                let len = lengths[bi];
                 if k >= len {
                     h_next[hr.clone()].copy_from_slice(&h_prev[hr.clone()]);
                     if two_states {
@@ -611,6 +610,7 @@ impl SpikingRnn {
     /// `d_final`: w.r.t. the final states (or `None` = 0). Parameter gradients are added to
     /// `grads` (same layout as `params`). If given, `d_input` (`[T, B, I]`, dense input only) and
     /// `d_init` receive the gradients w.r.t. the input and the initial states.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         params: &[f32],
@@ -705,8 +705,7 @@ impl SpikingRnn {
                 let w_hh = &params[p.w_hh.clone()];
                 let col = d * hs;
                 for k in (0..t).rev() {
-                    for bi in 0..b {
-                        let len = lengths[bi];
+                    for (bi, &len) in lengths.iter().enumerate() {
                         if k >= len {
                             continue; // state was copied: gradients pass unchanged
                         }

@@ -94,7 +94,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     };
     let kind = LossKind::Mse;
 
-    let want = |key: &str| opts.only.as_deref().map_or(true, |o| key.contains(o));
+    let want = |key: &str| opts.only.as_deref().is_none_or(|o| key.contains(o));
     // Batch 1, T = 7, one thread: the tutorial's training step.
     if want("train_b1_steps_per_s") {
         let mut params = model.init_params(1);

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const MODEL_FILE: &str = "model.safetensors";
+
+/// Named tensors: name → (PyTorch shape, row-major values).
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 pub const CONFIG_FILE: &str = "config.json";
 
 /// A model ready to use.
@@ -36,10 +39,7 @@ pub fn tensors_to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Ve
 }
 
 /// safetensors bytes → named f32 tensors (F64/F16/BF16 are converted), in file order.
-pub fn bytes_to_tensors(
-    bytes: &[u8],
-    what: &str,
-) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn bytes_to_tensors(bytes: &[u8], what: &str) -> Result<Tensors> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow!("{what} is not a valid safetensors file ({e})"))?;
     let mut out = BTreeMap::new();
@@ -140,7 +140,7 @@ pub fn load_run(dir: &Path) -> Result<LoadedModel> {
 /// any other unknown key, a missing key, a wrong shape or a non-finite value is an error.
 pub fn params_from_tensors(
     model: &SeqClassifier,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: &Tensors,
     ignore: &[&str],
 ) -> Result<Vec<f32>> {
     let extra: Vec<&str> = tensors

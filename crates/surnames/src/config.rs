@@ -165,9 +165,8 @@ impl TrainConfig {
                 self.schedule
             );
         }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite())
-            || !(self.clip_norm >= 0.0 && self.clip_norm.is_finite())
-        {
+        let non_negative = |x: f32| x >= 0.0 && x.is_finite();
+        if !non_negative(self.weight_decay) || !non_negative(self.clip_norm) {
             bail!("weight decay and gradient clipping must be ≥ 0");
         }
         Ok(())

@@ -427,7 +427,7 @@ pub fn run(
             // Best checkpoint by validation macro-F1 + accuracy (both matter on imbalanced data).
             if let Some(v) = &val {
                 let s = v.accuracy + v.macro_f1;
-                if st.best_score.map_or(true, |b| s > b) {
+                if st.best_score.is_none_or(|b| s > b) {
                     st.best_score = Some(s);
                     st.best_step = st.step;
                     st.evals_since_best = 0;
