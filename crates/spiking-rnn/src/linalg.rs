@@ -114,6 +114,18 @@ pub fn outer_acc(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
     }
 }
 
+/// `w[k×n] += aᵀ·d` for row-major `a` `[r×k]` and `d` `[r×n]` (weight gradients over all time
+/// steps). With few rows (batch 1), summing the rows of `d` selected by the non-zero (spiking)
+/// entries of `a` beats `gemm`'s packing; otherwise `gemm`.
+pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
+    let rows = a.len() / k;
+    if rows <= 16 {
+        outer_acc(w, a, k, d, n);
+    } else {
+        matmul(w, n, true, Mat::new(a, rows, k).t(), Mat::new(d, rows, n));
+    }
+}
+
 /// Adds weighted rows into an accumulator row four at a time, so the accumulator is loaded and
 /// stored once per four rows instead of once per row.
 struct RowSum<'a, 'b> {

@@ -10,7 +10,7 @@
 //! result equals running each sequence alone, gradients included.
 
 use crate::cell::{self, CellFns, CellKind};
-use crate::linalg::{add_column_sums, axpy, matmul, matmul_bt, outer_acc, rows_matmul, Mat};
+use crate::linalg::{add_at_b, add_column_sums, axpy, matmul, matmul_bt, rows_matmul, Mat};
 use crate::params::ParamLayout;
 use crate::surrogate::Surrogate;
 use crate::{shape_err, Error, Result};
@@ -783,20 +783,8 @@ impl SpikingRnn {
                 }
                 // Weight gradients for all steps in one product each.
                 let h_prev = &dc.h[..t * b * hs];
-                let g_w_hh = &mut grads[p.w_hh.clone()];
-                if t * b <= 16 {
-                    // Few rows: add only the rows of W_hh whose spike input was non-zero.
-                    outer_acc(g_w_hh, h_prev, hs, d_v, gh);
-                } else {
-                    // One product for all steps (rows past a sequence's end have zero gradient).
-                    matmul(
-                        g_w_hh,
-                        gh,
-                        true,
-                        Mat::new(h_prev, t * b, hs).t(),
-                        Mat::new(d_v, t * b, gh),
-                    );
-                }
+                // One product for all steps (rows past a sequence's end have zero gradient).
+                add_at_b(&mut grads[p.w_hh.clone()], h_prev, hs, d_v, gh);
                 if let Some(r) = &p.b_hh {
                     add_column_sums(&mut grads[r.clone()], d_v, gh);
                 }
@@ -806,18 +794,7 @@ impl SpikingRnn {
                 let w_ih = &params[p.w_ih.clone()];
                 match x {
                     LayerInput::Dense(xd) => {
-                        let g_w_ih = &mut grads[p.w_ih.clone()];
-                        if t * b <= 16 {
-                            outer_acc(g_w_ih, xd, input_size, d_u, gh);
-                        } else {
-                            matmul(
-                                g_w_ih,
-                                gh,
-                                true,
-                                Mat::new(xd, t * b, input_size).t(),
-                                Mat::new(d_u, t * b, gh),
-                            );
-                        }
+                        add_at_b(&mut grads[p.w_ih.clone()], xd, input_size, d_u, gh);
                         if need_d_in {
                             matmul(
                                 d_in,
