@@ -573,7 +573,8 @@ pub fn predict(a: PredictArgs) -> Result<()> {
             if name.trim().is_empty() {
                 break;
             }
-            failed += answer(&m, &a, &[name])?;
+            // Interactive: the error was shown for that name; the session goes on and ends well.
+            answer(&m, &a, &[name])?;
         }
     }
     if failed > 0 {
