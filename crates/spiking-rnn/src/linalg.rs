@@ -115,11 +115,13 @@ pub fn outer_acc(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
 }
 
 /// `w[k×n] += aᵀ·d` for row-major `a` `[r×k]` and `d` `[r×n]` (weight gradients over all time
-/// steps). With few rows (batch 1), summing the rows of `d` selected by the non-zero (spiking)
-/// entries of `a` beats `gemm`'s packing; otherwise `gemm`.
+/// steps). When `a` is mostly zeros (spikes: the forward firing rate is ~0.3) or has few rows,
+/// summing the rows of `d` selected by its non-zero entries does less work than `gemm`;
+/// otherwise (dense activations) `gemm`.
 pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
     let rows = a.len() / k;
-    if rows <= 16 {
+    let nonzero = a.iter().filter(|&&x| x != 0.0).count();
+    if rows <= 16 || 2 * nonzero <= a.len() {
         outer_acc(w, a, k, d, n);
     } else {
         matmul(w, n, true, Mat::new(a, rows, k).t(), Mat::new(d, rows, n));
