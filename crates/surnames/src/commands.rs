@@ -125,14 +125,19 @@ pub struct TrainArgs {
     /// Seed of initialisation, sampling and dropout.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Adam learning rate (tutorial 1e-4, fast 3e-3).
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
+    /// Names per step (tutorial 1, fast 32).
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Hidden units per layer (tutorial 256).
     #[arg(long)]
     pub hidden: Option<usize>,
+    /// Stacked recurrent layers.
     #[arg(long)]
     pub layers: Option<usize>,
+    /// Add a reverse-direction layer (its output at the last letter has seen only that letter).
     #[arg(long)]
     pub bidirectional: bool,
     /// `lstm`, `gru`, `rnn` (spiking) or `ann-lstm` (conventional LSTM baseline).
@@ -159,6 +164,7 @@ pub struct TrainArgs {
     /// Linear warm-up steps.
     #[arg(long)]
     pub warmup: Option<u64>,
+    /// Adam L2 weight decay.
     #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f32>,
     /// Clip the gradient norm (0 = off).
@@ -180,6 +186,7 @@ pub struct TrainArgs {
     /// Early stopping: evaluations without a better validation score (0 = off).
     #[arg(long)]
     pub patience: Option<u32>,
+    /// Worker threads (default: all cores); results are reproducible for the same value.
     #[arg(long)]
     pub threads: Option<usize>,
 }
