@@ -123,6 +123,13 @@ fn lr_at(cfg: &crate::config::TrainConfig, step: u64) -> f32 {
     }
 }
 
+/// The tutorial's draw: a language uniformly (among those with training names), then one of its
+/// names uniformly. `starts[c]..starts[c + 1]` are language `c`'s names in the training set.
+fn draw_class_uniform(rng: &mut ChaCha8Rng, nonempty: &[usize], starts: &[usize]) -> usize {
+    let c = nonempty[rng.gen_range(0..nonempty.len())];
+    rng.gen_range(starts[c]..starts[c + 1])
+}
+
 /// Whether the run in `dir` has done all its steps.
 pub fn is_finished(dir: &Path) -> Result<bool> {
     let path = dir.join(STATE_FILE);
@@ -145,18 +152,13 @@ pub fn run(
         .training
         .clone()
         .context("the configuration has no training section")?;
-    if tc.batch_size == 0 || tc.steps == 0 || tc.eval_every == 0 {
-        bail!("batch size, steps and eval-every must all be ≥ 1");
-    }
-    if !(tc.lr > 0.0 && tc.lr.is_finite()) {
-        bail!("learning rate must be a positive number");
-    }
+    tc.validate()?;
     if data.train.is_empty() || data.test.is_empty() {
         bail!("no training or no test names");
     }
     let model = cfg.model.build()?;
     let classes = cfg.model.num_classes;
-    let threads = tc.threads.max(1);
+    let threads = tc.threads;
     let kind = match tc.loss.as_str() {
         "mse" => LossKind::Mse,
         "ce" => LossKind::CrossEntropy {
@@ -182,7 +184,6 @@ pub fn run(
         },
         other => bail!("unknown loss '{other}' (expected mse or ce)"),
     };
-    tc.validate()?;
     // Category ranges in the flattened training set, for class-uniform sampling.
     let mut starts = vec![0usize];
     for &n in &data.train.per_class {
@@ -311,15 +312,11 @@ pub fn run(
         batch_idx.clear();
         for _ in 0..tc.batch_size {
             let i = match tc.sampling.as_str() {
-                "class-uniform" => {
-                    let c = nonempty[rng.gen_range(0..nonempty.len())];
-                    rng.gen_range(starts[c]..starts[c + 1])
-                }
+                "class-uniform" => draw_class_uniform(&mut rng, &nonempty, &starts),
                 "natural" => rng.gen_range(0..data.train.len()),
                 "mixed" => {
                     if rng.gen::<bool>() {
-                        let c = nonempty[rng.gen_range(0..nonempty.len())];
-                        rng.gen_range(starts[c]..starts[c + 1])
+                        draw_class_uniform(&mut rng, &nonempty, &starts)
                     } else {
                         rng.gen_range(0..data.train.len())
                     }
