@@ -1,6 +1,6 @@
-//! Matrix products. Dense products go to the `gemm` crate (runtime-dispatched SIMD kernels);
-//! `rows_matmul` is a hand-written row-combination product for very few rows, where it skips the
-//! zero entries of spike vectors and avoids `gemm`'s packing cost.
+//! Matrix products. Dense products go to the `gemm` crate (runtime-dispatched SIMD kernels, AVX-512
+//! where the CPU has it); `rows_matmul` is a hand-written product for spike inputs, where it
+//! skips the zero entries and needs no packing.
 
 /// A read-only strided matrix view: element (r, c) is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -87,179 +87,122 @@ pub fn matmul(c: &mut [f32], c_rs: usize, accumulate: bool, a: Mat, b: Mat) {
 /// `c[m×n] += a[m×k] · b[k×n]` with `b` row-major (row stride `b_rs`), as a sum of the rows of `b`
 /// weighted by the non-zero entries of `a`. For spike inputs most entries are 0 and are skipped.
 pub fn rows_matmul(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32], b_rs: usize) {
-    for (c_row, a_row) in c.chunks_exact_mut(n).zip(a.chunks_exact(k)) {
-        let mut sum = RowSum::new(c_row);
-        for (j, &w) in a_row.iter().enumerate() {
-            if w != 0.0 {
-                sum.add(w, &b[j * b_rs..j * b_rs + n]);
+    SCRATCH.with_borrow_mut(|s| {
+        s.fill_from_rows(a, k);
+        s.matmul(c, n, b, b_rs);
+    });
+}
+
+thread_local! {
+    /// Reused so that the per-step products do not allocate.
+    static SCRATCH: std::cell::RefCell<SparseRows> = Default::default();
+}
+
+/// The non-zero entries of a matrix, row by row (compressed sparse rows).
+#[derive(Default)]
+struct SparseRows {
+    /// Row `r` is `index/value[start[r]..start[r + 1]]`.
+    start: Vec<usize>,
+    index: Vec<u32>,
+    value: Vec<f32>,
+}
+
+/// Output columns per pass of [`SparseRows::matmul`]: 64 accumulators fit in registers, and a
+/// 64-column panel of `b` stays in cache while every output row visits it.
+const PANEL: usize = 64;
+
+impl SparseRows {
+    /// From the rows of a row-major `[m×k]` matrix.
+    fn fill_from_rows(&mut self, a: &[f32], k: usize) {
+        self.clear();
+        for row in a.chunks_exact(k) {
+            for (j, &x) in row.iter().enumerate() {
+                self.push(j, x);
             }
+            self.start.push(self.index.len());
         }
-        sum.finish();
     }
-}
 
-/// `w[k×n] += aᵀ · d` for `a` `[r×k]` and `d` `[r×n]` row-major: row `j` of `w` gets the rows of
-/// `d` weighted by column `j` of `a`, skipping zeros (spikes). Each row of `w` is visited once.
-pub fn outer_acc(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
-    let rows = a.len() / k;
-    for (j, w_row) in w.chunks_exact_mut(n).enumerate().take(k) {
-        let mut sum = RowSum::new(w_row);
-        for r in 0..rows {
-            let x = a[r * k + j];
-            if x != 0.0 {
-                sum.add(x, &d[r * n..(r + 1) * n]);
-            }
-        }
-        sum.finish();
-    }
-}
-
-/// `w[k×n] += aᵀ·d` for row-major `a` `[r×k]` and `d` `[r×n]` (weight gradients over all time
-/// steps). When `a` is mostly zeros (spikes: the forward firing rate is ~0.3) or has few rows,
-/// summing the rows of `d` selected by its non-zero entries does less work than `gemm`;
-/// otherwise (dense activations) `gemm`.
-pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
-    let rows = a.len() / k;
-    let nonzero = a.iter().filter(|&&x| x != 0.0).count();
-    if rows <= 16 || 2 * nonzero <= a.len() {
-        outer_acc(w, a, k, d, n);
-    } else {
-        matmul(w, n, true, Mat::new(a, rows, k).t(), Mat::new(d, rows, n));
-    }
-}
-
-/// Adds weighted rows into an accumulator row four at a time, so the accumulator is loaded and
-/// stored once per four rows instead of once per row.
-struct RowSum<'a, 'b> {
-    acc: &'a mut [f32],
-    pending: [(f32, &'b [f32]); 4],
-    count: usize,
-}
-
-impl<'a, 'b> RowSum<'a, 'b> {
-    fn new(acc: &'a mut [f32]) -> Self {
-        Self {
-            acc,
-            pending: [(0.0, &[]); 4],
-            count: 0,
-        }
+    fn clear(&mut self) {
+        self.start.clear();
+        self.start.push(0);
+        self.index.clear();
+        self.value.clear();
     }
 
     #[inline]
-    fn add(&mut self, w: f32, row: &'b [f32]) {
-        self.pending[self.count] = (w, row);
-        self.count += 1;
-        if self.count == 4 {
-            let [(w0, r0), (w1, r1), (w2, r2), (w3, r3)] = self.pending;
-            let n = self.acc.len();
-            let (r0, r1, r2, r3) = (&r0[..n], &r1[..n], &r2[..n], &r3[..n]);
-            for i in 0..n {
-                self.acc[i] += w0 * r0[i] + w1 * r1[i] + w2 * r2[i] + w3 * r3[i];
+    fn push(&mut self, j: usize, x: f32) {
+        if x != 0.0 {
+            self.index.push(j as u32);
+            self.value.push(x);
+        }
+    }
+
+    /// `c[m×n] += self · b` for row-major `b` (row stride `b_rs`), one output panel at a time.
+    fn matmul(&self, c: &mut [f32], n: usize, b: &[f32], b_rs: usize) {
+        let mut c0 = 0;
+        while c0 + PANEL <= n {
+            for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
+                let (idx, val) = self.row(r);
+                panel::<PANEL>(&mut c_row[c0..c0 + PANEL], idx, val, b, b_rs, c0);
             }
-            self.count = 0;
+            c0 += PANEL;
         }
-    }
-
-    fn finish(self) {
-        for &(w, row) in &self.pending[..self.count] {
-            axpy(self.acc, w, row);
-        }
-    }
-}
-
-/// `c[m×k] += d[m×n] · wᵀ` for row-major `w` `[k×n]`: every entry is a dot product of a row of
-/// `d` with a row of `w`. Four rows of `d` share each pass over a row of `w`, and nothing is
-/// packed, which beats `gemm` for the few rows of one time step.
-pub fn matmul_bt(c: &mut [f32], k: usize, d: &[f32], n: usize, w: &[f32]) {
-    let m = d.len() / n;
-    let mut r = 0;
-    while r + 4 <= m {
-        let (d0, d1, d2, d3) = (
-            &d[r * n..(r + 1) * n],
-            &d[(r + 1) * n..(r + 2) * n],
-            &d[(r + 2) * n..(r + 3) * n],
-            &d[(r + 3) * n..(r + 4) * n],
-        );
-        for j in 0..k {
-            let s = dot4(&w[j * n..(j + 1) * n], [d0, d1, d2, d3]);
-            for (q, v) in s.iter().enumerate() {
-                c[(r + q) * k + j] += v;
+        if c0 < n {
+            for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
+                let (idx, val) = self.row(r);
+                for (&j, &w) in idx.iter().zip(val) {
+                    let j = j as usize * b_rs;
+                    axpy(&mut c_row[c0..], w, &b[j + c0..j + n]);
+                }
             }
         }
-        r += 4;
     }
-    for r in r..m {
-        for j in 0..k {
-            c[r * k + j] += dot(&w[j * n..(j + 1) * n], &d[r * n..(r + 1) * n]);
-        }
+
+    fn row(&self, r: usize) -> (&[u32], &[f32]) {
+        let range = self.start[r]..self.start[r + 1];
+        (&self.index[range.clone()], &self.value[range])
     }
 }
 
-/// Four dot products of `w` with `d[0..4]`, 16 partial sums each.
-#[inline]
-fn dot4(w: &[f32], d: [&[f32]; 4]) -> [f32; 4] {
-    const W: usize = 16;
-    let n = w.len() / W * W;
-    let (mut a0, mut a1, mut a2, mut a3) = ([0.0f32; W], [0.0f32; W], [0.0f32; W], [0.0f32; W]);
-    let chunks = w[..n]
-        .chunks_exact(W)
-        .zip(d[0][..n].chunks_exact(W))
-        .zip(d[1][..n].chunks_exact(W))
-        .zip(d[2][..n].chunks_exact(W))
-        .zip(d[3][..n].chunks_exact(W));
-    for ((((wc, x0), x1), x2), x3) in chunks {
-        for l in 0..W {
-            a0[l] += wc[l] * x0[l];
-            a1[l] += wc[l] * x1[l];
-            a2[l] += wc[l] * x2[l];
-            a3[l] += wc[l] * x3[l];
-        }
-    }
-    let tail = |q: usize| {
-        w[n..]
-            .iter()
-            .zip(&d[q][n..])
-            .map(|(a, b)| a * b)
-            .sum::<f32>()
-    };
-    [
-        tree_sum(a0) + tail(0),
-        tree_sum(a1) + tail(1),
-        tree_sum(a2) + tail(2),
-        tree_sum(a3) + tail(3),
-    ]
-}
-
-/// Sum of the partial sums by halving: log2(N) dependent vector additions instead of a chain of
-/// N scalar ones (which took longer than the products themselves for 1,024-long dots).
+/// `acc[..P] += Σ val[i] · b[idx[i]·b_rs + c0 ..][..P]`, the sum held in registers.
 #[inline(always)]
-fn tree_sum<const N: usize>(mut acc: [f32; N]) -> f32 {
-    let mut width = N;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            acc[i] += acc[i + width];
+fn panel<const P: usize>(
+    acc: &mut [f32],
+    idx: &[u32],
+    val: &[f32],
+    b: &[f32],
+    b_rs: usize,
+    c0: usize,
+) {
+    let mut sum = [0.0f32; P];
+    sum.copy_from_slice(&acc[..P]);
+    for (&j, &w) in idx.iter().zip(val) {
+        let row = &b[j as usize * b_rs + c0..][..P];
+        if w == 1.0 {
+            // a spike: no product needed
+            for l in 0..P {
+                sum[l] += row[l];
+            }
+        } else {
+            for l in 0..P {
+                sum[l] += w * row[l];
+            }
         }
     }
-    acc[0]
+    acc[..P].copy_from_slice(&sum);
 }
 
-/// `Σ a[i]·b[i]` with 64 independent partial sums, so the additions do not wait on each other.
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const W: usize = 64;
-    let n = a.len().min(b.len()) / W * W;
-    let mut acc = [0.0f32; W];
-    for (x, y) in a[..n].chunks_exact(W).zip(b[..n].chunks_exact(W)) {
-        for i in 0..W {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut s = tree_sum(acc);
-    for (x, y) in a[n..].iter().zip(&b[n..]) {
-        s += x * y;
-    }
-    s
+/// `w[k×n] += aᵀ·d` for row-major `a` `[r×k]` and `d` `[r×n]` (weight gradients over all time
+/// steps in one product).
+pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
+    let rows = a.len() / k;
+    matmul(w, n, true, Mat::new(a, rows, k).t(), Mat::new(d, rows, n));
+}
+
+/// `dst[cols×rows] = srcᵀ` for row-major `src` `[rows×cols]`.
+pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+    transpose::transpose(&src[..rows * cols], &mut dst[..rows * cols], cols, rows);
 }
 
 /// `y += a·x`.
@@ -317,29 +260,49 @@ mod tests {
         let mut c3 = vec![0.0; 15];
         rows_matmul(&mut c3, 5, &a, 4, &b, 5);
         assert_eq!(c3, naive(am, bm));
-        // outer_acc = aᵀ·d, with enough non-zeros per column to use the four-row path
+        // add_at_b = aᵀ·d, accumulated
         let a2: Vec<f32> = (0..6 * 3)
             .map(|x| if x % 4 == 0 { 0.0 } else { (x % 5) as f32 })
             .collect();
         let d: Vec<f32> = (0..6 * 5).map(|x| x as f32 * 0.25 - 3.0).collect();
         let mut w = vec![1.0; 15];
-        outer_acc(&mut w, &a2, 3, &d, 5);
+        add_at_b(&mut w, &a2, 3, &d, 5);
         let want: Vec<f32> = naive(Mat::new(&a2, 6, 3).t(), Mat::new(&d, 6, 5))
             .iter()
             .map(|x| x + 1.0)
             .collect();
         assert_eq!(w, want);
-        // matmul_bt = d·wᵀ, with a row count that is not a multiple of four
-        let dm: Vec<f32> = (0..7 * 19).map(|x| ((x * 7) % 13) as f32 - 6.0).collect();
         let wm: Vec<f32> = (0..5 * 19).map(|x| ((x * 5) % 11) as f32 * 0.5).collect();
-        let mut cm = vec![1.0; 7 * 5];
-        matmul_bt(&mut cm, 5, &dm, 19, &wm);
-        let want: Vec<f32> = naive(Mat::new(&dm, 7, 19), Mat::new(&wm, 5, 19).t())
-            .iter()
-            .map(|x| x + 1.0)
+        let mut wt = vec![0.0; 5 * 19];
+        transpose(&mut wt, &wm, 5, 19);
+        for r in 0..5 {
+            for c in 0..19 {
+                assert_eq!(wt[c * 5 + r], wm[r * 19 + c]);
+            }
+        }
+    }
+
+    /// The register-panel path (64 columns at a time) plus a partial panel, with spikes (1.0),
+    /// other weights and zero rows; small integers so every order of summation is exact.
+    #[test]
+    fn rows_matmul_panels_match_naive() {
+        let (m, k, n) = (5, 9, 64 + 13);
+        let a: Vec<f32> = (0..m * k)
+            .map(|x| match x % 5 {
+                0 | 3 => 0.0,
+                1 => 1.0,
+                2 => 2.0,
+                _ => -1.5,
+            })
+            .chain(std::iter::repeat_n(0.0, k)) // an all-zero row
             .collect();
-        assert_eq!(cm, want);
-        let x: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();
-        assert_eq!(dot(&x, &x), x.iter().map(|v| v * v).sum::<f32>());
+        let b: Vec<f32> = (0..k * n).map(|x| ((x * 7) % 11) as f32 - 5.0).collect();
+        let mut c = vec![0.5; (m + 1) * n];
+        rows_matmul(&mut c, n, &a, k, &b, n);
+        let want: Vec<f32> = naive(Mat::new(&a, m + 1, k), Mat::new(&b, k, n))
+            .iter()
+            .map(|x| x + 0.5)
+            .collect();
+        assert_eq!(c, want);
     }
 }

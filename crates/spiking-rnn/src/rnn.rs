@@ -10,7 +10,7 @@
 //! result equals running each sequence alone, gradients included.
 
 use crate::cell::{self, CellFns, CellKind};
-use crate::linalg::{add_at_b, add_column_sums, axpy, matmul, matmul_bt, rows_matmul, Mat};
+use crate::linalg::{add_at_b, add_column_sums, axpy, matmul, rows_matmul, transpose, Mat};
 use crate::params::ParamLayout;
 use crate::surrogate::Surrogate;
 use crate::{shape_err, Error, Result};
@@ -154,6 +154,8 @@ pub struct RnnCache {
     d_v: Vec<f32>,
     d_h: Vec<f32>,
     d_c: Vec<f32>,
+    /// `W_hh` of the current direction-layer in its original `[G·H, H]` layout.
+    w_hh_rows: Vec<f32>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -667,6 +669,7 @@ impl SpikingRnn {
             d_v,
             d_h,
             d_c,
+            w_hh_rows,
             ..
         } = cache;
         d_out.clear();
@@ -704,6 +707,7 @@ impl SpikingRnn {
                 reset(d_v, t * b * gh);
                 let w_hh = &params[p.w_hh.clone()];
                 let col = d * hs;
+                w_hh_rows.clear();
                 for k in (0..t).rev() {
                     for (bi, &len) in lengths.iter().enumerate() {
                         if k >= len {
@@ -773,7 +777,19 @@ impl SpikingRnn {
                     }
                     let na = active_rows(lengths, k);
                     let dv_k = &d_v[k * b * gh..(k * b + na) * gh];
-                    matmul_bt(&mut d_h[..na * hs], hs, dv_k, gh, w_hh);
+                    // gemm packs its operands, and packing the transposed view of W_hh costs
+                    // more than the product; with many rows, transposing once per call wins.
+                    let d_h_k = &mut d_h[..na * hs];
+                    let dv_k = Mat::new(dv_k, na, gh);
+                    if t * b >= TRANSPOSE_MIN_ROWS {
+                        if w_hh_rows.is_empty() {
+                            w_hh_rows.resize(w_hh.len(), 0.0);
+                            transpose(w_hh_rows, w_hh, hs, gh);
+                        }
+                        matmul(d_h_k, hs, true, dv_k, Mat::new(w_hh_rows, gh, hs));
+                    } else {
+                        matmul(d_h_k, hs, true, dv_k, Mat::new(w_hh, hs, gh).t());
+                    }
                 }
                 if let Some(st) = d_init.as_deref_mut() {
                     st.h[sr.clone()].copy_from_slice(d_h);
@@ -831,6 +847,9 @@ impl SpikingRnn {
         Ok(())
     }
 }
+
+/// Batch rows × steps from which the backward pass transposes `W_hh` for its recurrent product.
+const TRANSPOSE_MIN_ROWS: usize = 64;
 
 /// Rows still running at processing step `k`. With lengths sorted longest first (as the
 /// classifier and evaluation batches are) they are a prefix of the batch; otherwise all rows.

@@ -170,17 +170,27 @@ fn public_types_shapes_and_input_gradient() {
     }
 }
 
-/// A padded batch with lengths gives exactly what running each sequence alone gives.
+/// A padded batch with lengths gives exactly what running each sequence alone gives. The second
+/// batch has enough rows (b·t ≥ 64) for the backward pass's transposed-weights product.
 #[test]
 fn variable_length_batch_equals_one_by_one() {
-    for cell in [
-        CellKind::Lstm,
-        CellKind::Gru,
-        CellKind::Rnn,
-        CellKind::AnnLstm,
-    ] {
-        let (i, h, t) = (3, 4, 6);
-        let lengths = [6usize, 2, 4, 1];
+    let big: Vec<usize> = (0..16).map(|k| 1 + (k * 5) % 6).collect();
+    for lengths in [&[6usize, 2, 4, 1][..], &big] {
+        for cell in [
+            CellKind::Lstm,
+            CellKind::Gru,
+            CellKind::Rnn,
+            CellKind::AnnLstm,
+        ] {
+            check_batch_equals_one_by_one(cell, lengths);
+        }
+    }
+}
+
+fn check_batch_equals_one_by_one(cell: CellKind, lengths: &[usize]) {
+    {
+        let (i, h) = (3, 4);
+        let t = *lengths.iter().max().unwrap();
         let b = lengths.len();
         let mut cfg = RnnConfig::new(cell, i, h);
         cfg.num_layers = 2;
@@ -219,7 +229,7 @@ fn variable_length_batch_equals_one_by_one() {
             input: Input::Dense(&x),
             t,
             b,
-            lengths: Some(&lengths),
+            lengths: Some(lengths),
         };
         rnn.forward(&p, batch, Some(&init), None, &mut batch_cache)
             .unwrap();
