@@ -156,6 +156,9 @@ pub struct RnnCache {
     d_c: Vec<f32>,
     /// `W_hh` of the current direction-layer in its original `[G·H, H]` layout.
     w_hh_rows: Vec<f32>,
+    /// Rows of `[T, B, ·]` matrices that are inside their sequence, packed.
+    packed_a: Vec<f32>,
+    packed_b: Vec<f32>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -670,6 +673,8 @@ impl SpikingRnn {
             d_h,
             d_c,
             w_hh_rows,
+            packed_a,
+            packed_b,
             ..
         } = cache;
         d_out.clear();
@@ -797,10 +802,12 @@ impl SpikingRnn {
                         st.c[sr].copy_from_slice(d_c);
                     }
                 }
-                // Weight gradients for all steps in one product each.
-                let h_prev = &dc.h[..t * b * hs];
-                // One product for all steps (rows past a sequence's end have zero gradient).
-                add_at_b(&mut grads[p.w_hh.clone()], h_prev, hs, d_v, gh);
+                // Weight gradients for all steps in one product each, over the rows inside their
+                // sequence only (the others have zero gradient; in batches of names they are
+                // about a third of the rows).
+                let h_prev = valid_rows(packed_a, &dc.h[..t * b * hs], hs, lengths);
+                let d_v_valid = valid_rows(packed_b, d_v, gh, lengths);
+                add_at_b(&mut grads[p.w_hh.clone()], h_prev, hs, d_v_valid, gh);
                 if let Some(r) = &p.b_hh {
                     add_column_sums(&mut grads[r.clone()], d_v, gh);
                 }
@@ -810,7 +817,9 @@ impl SpikingRnn {
                 let w_ih = &params[p.w_ih.clone()];
                 match x {
                     LayerInput::Dense(xd) => {
-                        add_at_b(&mut grads[p.w_ih.clone()], xd, input_size, d_u, gh);
+                        let xd = valid_rows(packed_a, xd, input_size, lengths);
+                        let d_u_valid = valid_rows(packed_b, d_u, gh, lengths);
+                        add_at_b(&mut grads[p.w_ih.clone()], xd, input_size, d_u_valid, gh);
                         if need_d_in {
                             matmul(
                                 d_in,
@@ -846,6 +855,23 @@ impl SpikingRnn {
         }
         Ok(())
     }
+}
+
+/// The rows of a `[T·B, n]` matrix (step-major) whose step is inside its sequence (`step < len`),
+/// packed into `buf`; `m` itself when every row is.
+fn valid_rows<'a>(buf: &'a mut Vec<f32>, m: &'a [f32], n: usize, lengths: &[usize]) -> &'a [f32] {
+    let b = lengths.len();
+    let t = m.len() / (b * n);
+    if lengths.iter().all(|&len| len >= t) {
+        return m;
+    }
+    buf.clear();
+    for (r, row) in m.chunks_exact(n).enumerate() {
+        if r / b < lengths[r % b] {
+            buf.extend_from_slice(row);
+        }
+    }
+    buf
 }
 
 /// Batch rows × steps from which the backward pass transposes `W_hh` for its recurrent product.

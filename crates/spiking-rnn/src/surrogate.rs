@@ -341,10 +341,14 @@ impl Surrogate {
     pub fn mul_grad_slice(&self, x: &[f32], d: &mut [f32]) {
         let a = self.alpha;
         match self.kind {
+            // Spiking cells make most incoming gradients exactly 0 (they carry other gates'
+            // spikes as factors); skipping their scalar `exp` leaves the result unchanged.
             SurrogateKind::Erf => {
                 let c = a / PI.sqrt();
                 for (d, &x) in d.iter_mut().zip(x) {
-                    *d *= c * (-(a * x) * (a * x)).exp();
+                    if *d != 0.0 {
+                        *d *= c * (-(a * x) * (a * x)).exp();
+                    }
                 }
             }
             SurrogateKind::ATan => {
@@ -355,7 +359,9 @@ impl Surrogate {
             }
             _ => {
                 for (d, &x) in d.iter_mut().zip(x) {
-                    *d *= self.grad(x);
+                    if *d != 0.0 {
+                        *d *= self.grad(x);
+                    }
                 }
             }
         }

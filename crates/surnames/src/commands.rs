@@ -186,7 +186,8 @@ pub struct TrainArgs {
     /// Early stopping: evaluations without a better validation score (0 = off).
     #[arg(long)]
     pub patience: Option<u32>,
-    /// Worker threads (default: all cores); results are reproducible for the same value.
+    /// Worker threads (default: all cores, or 1 at batch size 1, where the test evaluations use
+    /// another core); results are reproducible for the same value.
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -263,7 +264,14 @@ pub fn build_run_config(
     set!(patience, a.patience);
     set!(seed, a.seed);
     split.seed = tc.seed;
-    tc.threads = a.threads.unwrap_or_else(default_threads);
+    // One name per step cannot be split across cores: one worker trains, and the test
+    // evaluations run beside it on another core.
+    let batch_default = if tc.batch_size == 1 {
+        1
+    } else {
+        default_threads()
+    };
+    tc.threads = a.threads.unwrap_or(batch_default);
     if tc.threads == 0 {
         bail!("--threads must be ≥ 1");
     }

@@ -6,7 +6,7 @@
 use crate::checkpoint::{bytes_to_tensors, save_run, tensors_to_bytes};
 use crate::config::RunConfig;
 use crate::datasets::{lists_json, Encoded, Lists};
-use crate::evaluate::{argmaxes, predict_shared, score};
+use crate::evaluate::{argmaxes, predict_shared, score, Scores};
 use crate::fsutil::write_atomic;
 use crate::npy::write_npy_f64;
 use crate::plots::{save_svg, training_process_svg};
@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use spiking_rnn::optim::{Adam, WeightDecay};
-use spiking_rnn::LossKind;
+use spiking_rnn::{LossKind, SeqClassifier};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -89,6 +89,81 @@ pub struct TrainData {
     pub train: Encoded,
     pub val: Encoded,
     pub test: Encoded,
+}
+
+/// Scores the test set on its own thread while training goes on. Test scores never feed back
+/// into training, and the tutorial's 1,000 whole-test-set evaluations are ~15 % of a one-core
+/// run, so the second core can take them. At most two parameter snapshots wait at a time.
+struct BackgroundTest {
+    jobs: Option<std::sync::mpsc::SyncSender<Vec<f32>>>,
+    results: std::sync::mpsc::Receiver<Result<Scores>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pending: usize,
+}
+
+impl BackgroundTest {
+    fn start(model: SeqClassifier, test: Encoded, classes: usize) -> Self {
+        let (jobs, job_rx) = std::sync::mpsc::sync_channel::<Vec<f32>>(1);
+        let (result_tx, results) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            for params in job_rx {
+                let scores = predict_shared(&model, &params, &test.seqs)
+                    .map(|probs| score(&argmaxes(&probs, classes), &test.labels, classes));
+                if result_tx.send(scores).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            jobs: Some(jobs),
+            results,
+            thread: Some(thread),
+            pending: 0,
+        }
+    }
+
+    fn submit(&mut self, params: Vec<f32>) -> Result<()> {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .context("test evaluation already closed")?;
+        jobs.send(params)
+            .map_err(|_| anyhow::anyhow!("the test evaluation thread stopped"))?;
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// The next finished evaluation, in submission order; waits for it if `wait`.
+    fn next(&mut self, wait: bool) -> Result<Option<Scores>> {
+        if self.pending == 0 {
+            return Ok(None);
+        }
+        let got = if wait {
+            Some(
+                self.results
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("the test evaluation thread stopped"))?,
+            )
+        } else {
+            self.results.try_recv().ok()
+        };
+        match got {
+            Some(r) => {
+                self.pending -= 1;
+                Ok(Some(r?))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for BackgroundTest {
+    fn drop(&mut self) {
+        self.jobs = None; // ends the thread's loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// How the run ended.
@@ -301,6 +376,37 @@ pub fn run(
         }
     };
 
+    let mut tester = BackgroundTest::start(cfg.model.build()?, data.test.clone(), classes);
+    // Evaluation rows waiting for their test scores, oldest first.
+    let mut waiting: std::collections::VecDeque<MetricRow> = Default::default();
+    let complete = |waiting: &mut std::collections::VecDeque<MetricRow>,
+                    metrics: &mut Vec<MetricRow>,
+                    test: Scores| {
+        let Some(mut row) = waiting.pop_front() else {
+            return;
+        };
+        row.test_accuracy = test.accuracy;
+        row.test_macro_f1 = test.macro_f1;
+        let secs = row.elapsed_s as u64;
+        let mut line = format!(
+            "Epoch {} {}% ({}m {}s); Avg_loss {:.4}; Train accuracy {:.4}; Test accuracy {:.4}",
+            row.step,
+            row.step * 100 / tc.steps,
+            secs / 60,
+            secs % 60,
+            row.avg_loss,
+            row.train_accuracy,
+            row.test_accuracy
+        );
+        if tc.preset != "tutorial" {
+            line.push_str(&format!("; Test macro-F1 {:.4}", row.test_macro_f1));
+        }
+        if let (Some(a), Some(f)) = (row.val_accuracy, row.val_macro_f1) {
+            line.push_str(&format!("; Val accuracy {a:.4}; Val macro-F1 {f:.4}"));
+        }
+        say(line);
+        metrics.push(row);
+    };
     let started = Instant::now();
     let elapsed0 = st.elapsed_s;
     let mut early_stopped = false;
@@ -369,11 +475,7 @@ pub fn run(
         pb.inc(1);
 
         if st.step % tc.eval_every == 0 || st.step == tc.steps {
-            let test = score(
-                &argmaxes(&predict_shared(&model, &params, &data.test.seqs)?, classes),
-                &data.test.labels,
-                classes,
-            );
+            tester.submit(params.clone())?;
             let val = if data.val.is_empty() {
                 None
             } else {
@@ -385,42 +487,21 @@ pub fn run(
             };
             let batches = (st.window_count / tc.batch_size as u64).max(1);
             let elapsed = elapsed0 + started.elapsed().as_secs_f64();
-            let row = MetricRow {
+            waiting.push_back(MetricRow {
                 step: st.step,
                 epoch: st.step as f64 * tc.batch_size as f64 / data.train.len() as f64,
                 lr: adam.lr,
                 avg_loss: st.window_loss / batches as f64,
                 train_accuracy: st.window_correct as f64 / st.window_count.max(1) as f64,
-                test_accuracy: test.accuracy,
-                test_macro_f1: test.macro_f1,
+                test_accuracy: f64::NAN, // filled in when the test evaluation comes back
+                test_macro_f1: f64::NAN,
                 val_accuracy: val.as_ref().map(|v| v.accuracy),
                 val_macro_f1: val.as_ref().map(|v| v.macro_f1),
                 elapsed_s: elapsed,
-            };
+            });
             st.window_loss = 0.0;
             st.window_correct = 0;
             st.window_count = 0;
-            let secs = elapsed as u64;
-            let mut line = format!(
-                "Epoch {} {}% ({}m {}s); Avg_loss {:.4}; Train accuracy {:.4}; Test accuracy {:.4}",
-                row.step,
-                row.step * 100 / tc.steps,
-                secs / 60,
-                secs % 60,
-                row.avg_loss,
-                row.train_accuracy,
-                row.test_accuracy
-            );
-            if tc.preset != "tutorial" {
-                line.push_str(&format!("; Test macro-F1 {:.4}", row.test_macro_f1));
-            }
-            if let Some(v) = &val {
-                line.push_str(&format!(
-                    "; Val accuracy {:.4}; Val macro-F1 {:.4}",
-                    v.accuracy, v.macro_f1
-                ));
-            }
-            say(line);
             // Best checkpoint by validation macro-F1 + accuracy (both matter on imbalanced data).
             if let Some(v) = &val {
                 let s = v.accuracy + v.macro_f1;
@@ -433,8 +514,10 @@ pub fn run(
                     st.evals_since_best += 1;
                 }
             }
-            st.metrics.push(row);
             if tc.patience > 0 && st.evals_since_best >= tc.patience {
+                while let Some(scores) = tester.next(true)? {
+                    complete(&mut waiting, &mut st.metrics, scores);
+                }
                 say(format!(
                     "early stop: no better validation score for {} evaluations (best at step {})",
                     tc.patience, st.best_step
@@ -443,7 +526,14 @@ pub fn run(
                 break;
             }
         }
+        while let Some(scores) = tester.next(false)? {
+            complete(&mut waiting, &mut st.metrics, scores);
+        }
     }
+    while let Some(scores) = tester.next(true)? {
+        complete(&mut waiting, &mut st.metrics, scores);
+    }
+    drop(tester);
     pb.finish_and_clear();
     let interrupted = st.step < tc.steps && !early_stopped;
     st.finished = !interrupted;
