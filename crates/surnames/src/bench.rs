@@ -111,6 +111,18 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         })?;
         push("train_b1_steps_per_s", r, "steps/s", 1);
     }
+    // The optimiser step alone (batch-1 training's floor): Adam over every parameter, 1 thread.
+    if want("adam_steps_per_s") {
+        let mut params = model.init_params(1);
+        let mut grads = vec![0.0f32; params.len()];
+        let mut adam = Adam::new(params.len(), 1e-4);
+        let r = measure(opts.rounds, opts.budget, 1, || {
+            grads[..1024].fill(1e-3);
+            adam.step_and_zero_grads(&mut params, &mut grads);
+            Ok(())
+        })?;
+        push("adam_steps_per_s", r, "steps/s", 1);
+    }
     // Batch 1 inference, one thread.
     if want("infer_b1_seqs_per_s") {
         let params = model.init_params(1);
