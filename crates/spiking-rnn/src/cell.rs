@@ -286,44 +286,30 @@ mod tests {
     /// Hand-computed: all gates fire on zero pre-activation (Θ(0) = 1), c = 1·1 + 1·1 = 2.
     #[test]
     fn lstm_cap_and_heaviside_at_zero() {
-        let u = [0.0; 4];
-        let v = [0.0; 4];
-        let (mut pre, mut gate, mut c, mut h) = ([0.0; 4], [0.0; 4], [0.0], [0.0]);
-        lstm_forward(
-            &fns(true),
-            &u,
-            &v,
-            &[1.0],
-            &mut pre,
-            &mut gate,
-            &mut c,
-            &mut h,
-        );
+        // One step from zero pre-activations and c_prev = 1: (pre, gate, c', h').
+        let step = |clamp: bool| {
+            let (mut pre, mut gate, mut c, mut h) = ([0.0; 4], [0.0; 4], [0.0], [0.0]);
+            let zero = [0.0; 4];
+            lstm_forward(
+                &fns(clamp),
+                &zero,
+                &zero,
+                &[1.0],
+                &mut pre,
+                &mut gate,
+                &mut c,
+                &mut h,
+            );
+            (pre, gate, c, h)
+        };
+        let (_, gate, c, h) = step(true);
         assert_eq!((gate, c[0], h[0]), ([1.0; 4], 1.0, 1.0));
-        lstm_forward(
-            &fns(false),
-            &u,
-            &v,
-            &[1.0],
-            &mut pre,
-            &mut gate,
-            &mut c,
-            &mut h,
-        );
+        let (_, _, c, h) = step(false);
         assert_eq!((c[0], h[0]), (2.0, 2.0));
         // Straight-through cap: dc_prev = dc·f = 1 even though the cap was active.
+        let (pre, gate, c, _) = step(true);
         let mut dc = [1.0];
         let mut du = [0.0; 4];
-        lstm_forward(
-            &fns(true),
-            &u,
-            &v,
-            &[1.0],
-            &mut pre,
-            &mut gate,
-            &mut c,
-            &mut h,
-        );
         lstm_backward(
             &fns(true),
             &pre,

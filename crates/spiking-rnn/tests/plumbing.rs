@@ -345,72 +345,25 @@ fn bad_shapes_are_errors_not_panics() {
     let f = |batch: Batch, init: Option<&States>, c: &mut RnnCache| {
         rnn.forward(&p, batch, init, None, c)
     };
-    assert!(f(
-        Batch {
-            input: Input::Dense(&[]),
-            t: 0,
-            b: 1,
-            lengths: None
-        },
-        None,
-        &mut c
-    )
-    .is_err());
-    assert!(f(
-        Batch {
-            input: Input::Dense(&x),
-            t: 2,
-            b: 2,
-            lengths: None
-        },
-        None,
-        &mut c
-    )
-    .is_err());
-    assert!(f(
-        Batch {
-            input: Input::Dense(&x),
-            t: 2,
-            b: 1,
-            lengths: Some(&[3])
-        },
-        None,
-        &mut c
-    )
-    .is_err());
-    assert!(f(
-        Batch {
-            input: Input::Dense(&x),
-            t: 2,
-            b: 1,
-            lengths: Some(&[0])
-        },
-        None,
-        &mut c
-    )
-    .is_err());
-    assert!(f(
-        Batch {
-            input: Input::Dense(&x),
-            t: 2,
-            b: 1,
-            lengths: Some(&[1, 1])
-        },
-        None,
-        &mut c
-    )
-    .is_err());
-    assert!(f(
-        Batch {
-            input: Input::Tokens(&[0, 3]),
-            t: 2,
-            b: 1,
-            lengths: None
-        },
-        None,
-        &mut c
-    )
-    .is_err());
+    // (input, T, B, lengths): no steps, too few values, a length past T, a zero length, lengths
+    // for the wrong batch size, a letter index outside the input size.
+    let bad: [(Input, usize, usize, Option<&[usize]>); 6] = [
+        (Input::Dense(&[]), 0, 1, None),
+        (Input::Dense(&x), 2, 2, None),
+        (Input::Dense(&x), 2, 1, Some(&[3])),
+        (Input::Dense(&x), 2, 1, Some(&[0])),
+        (Input::Dense(&x), 2, 1, Some(&[1, 1])),
+        (Input::Tokens(&[0, 3]), 2, 1, None),
+    ];
+    for (input, t, b, lengths) in bad {
+        let batch = Batch {
+            input,
+            t,
+            b,
+            lengths,
+        };
+        assert!(f(batch, None, &mut c).is_err(), "{batch:?}");
+    }
     let only_h = States {
         h: vec![0.0; 2],
         c: vec![],

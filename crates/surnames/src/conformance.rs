@@ -96,6 +96,16 @@ fn field<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a Value> {
     v.get(key).ok_or_else(|| anyhow!("{what}: missing '{key}'"))
 }
 
+/// The case's `params` object as named tensors.
+fn param_tensors(c: &Value, what: &str) -> Result<Vec<(String, Tensor)>> {
+    field(c, "params", what)?
+        .as_object()
+        .ok_or_else(|| anyhow!("{what}: params"))?
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), tensor(v, k)?)))
+        .collect()
+}
+
 fn usize_field(v: &Value, key: &str, what: &str) -> Result<usize> {
     field(v, key, what)?
         .as_u64()
@@ -190,13 +200,7 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
     let mut layout = ParamLayout::new();
     let rnn = SpikingRnn::new(cfg.clone(), &mut layout, "")?;
     let mut params = vec![0.0; layout.total];
-    let ps = field(c, "params", what)?
-        .as_object()
-        .ok_or_else(|| anyhow!("{what}: params"))?;
-    let tensors: Vec<(String, Tensor)> = ps
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), tensor(v, k)?)))
-        .collect::<Result<_>>()?;
+    let tensors = param_tensors(c, what)?;
     layout.import_all(
         &mut params,
         tensors
@@ -368,13 +372,7 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
         .unwrap_or("tutorial")
         .to_string();
     let what = name.as_str();
-    let ps = field(c, "params", what)?
-        .as_object()
-        .ok_or_else(|| anyhow!("{what}: params"))?;
-    let tensors: Vec<(String, Tensor)> = ps
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), tensor(v, k)?)))
-        .collect::<Result<_>>()?;
+    let tensors = param_tensors(c, what)?;
     let get = |k: &str| tensors.iter().find(|(n, _)| n == k).map(|(_, t)| t);
     let w_ih = get("lstm.cells.0.linear_ih.weight")
         .ok_or_else(|| anyhow!("{what}: no lstm.cells.0.linear_ih.weight"))?;

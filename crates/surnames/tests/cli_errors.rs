@@ -3,9 +3,20 @@
 mod cli_common;
 use cli_common::*;
 use std::ffi::OsStr;
+use std::path::Path;
 
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
+}
+
+/// `predict --model RUN Zou`, which must fail with a one-line error (returned).
+fn predict_error(run_dir: &Path) -> String {
+    one_line_error(&run(&[
+        os("predict"),
+        os("--model"),
+        run_dir.as_os_str(),
+        os("Zou"),
+    ]))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,12 +195,7 @@ fn config_and_weights_disagree() {
     assert_eq!(cfg["model"]["hidden_size"], 16);
     cfg["model"]["hidden_size"] = 32.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let line = one_line_error(&run(&[
-        os("predict"),
-        os("--model"),
-        runp.as_os_str(),
-        os("Zou"),
-    ]));
+    let line = predict_error(&runp);
     assert!(line.contains("shape"), "{line}");
 }
 
@@ -208,21 +214,11 @@ fn corrupt_config_json() {
     let mut cfg = json(&good);
     cfg["categories"].as_array_mut().unwrap().pop();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let line = one_line_error(&run(&[
-        os("predict"),
-        os("--model"),
-        runp.as_os_str(),
-        os("Zou"),
-    ]));
+    let line = predict_error(&runp);
     assert!(line.contains("config.json"), "{line}");
 
     std::fs::remove_file(&cfg_path).unwrap();
-    let line = one_line_error(&run(&[
-        os("predict"),
-        os("--model"),
-        runp.as_os_str(),
-        os("Zou"),
-    ]));
+    let line = predict_error(&runp);
     assert!(line.contains("config.json"), "{line}");
 }
 
@@ -232,12 +228,7 @@ fn garbage_model_file() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = copy_of_shared_model(&tmp.path().join("run"));
     std::fs::write(runp.join("model.safetensors"), b"\x10\x00\x00\x00garbage").unwrap();
-    let line = one_line_error(&run(&[
-        os("predict"),
-        os("--model"),
-        runp.as_os_str(),
-        os("Zou"),
-    ]));
+    let line = predict_error(&runp);
     assert!(line.contains("model.safetensors"), "{line}");
 }
 
@@ -294,13 +285,7 @@ fn output_dir_not_writable() {
 
     // import --out (state_dict from an export of the shared run)
     let sd = tmp.path().join("sd.safetensors");
-    ok(&run(&[
-        os("export"),
-        os("--model"),
-        run_dir.as_os_str(),
-        os("--out"),
-        sd.as_os_str(),
-    ]));
+    export_shared_state_dict(&sd);
     let line = one_line_error(&run(&[
         os("import"),
         os("--state-dict"),

@@ -358,13 +358,7 @@ fn export_import_round_trip() {
     let m = shared_run();
     let tmp = tempfile::tempdir().unwrap();
     let sd = tmp.path().join("exported.safetensors");
-    ok(&run(&[
-        os("export"),
-        os("--model"),
-        m.as_os_str(),
-        os("--out"),
-        sd.as_os_str(),
-    ]));
+    export_shared_state_dict(&sd);
     let back = tmp.path().join("back");
     ok(&run(&[
         os("import"),
@@ -415,13 +409,7 @@ fn f16_value(h: u16) -> f32 {
 fn import_f16_state_dict() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = tmp.path().join("f32.safetensors");
-    ok(&run(&[
-        os("export"),
-        os("--model"),
-        shared_run().as_os_str(),
-        os("--out"),
-        sd.as_os_str(),
-    ]));
+    export_shared_state_dict(&sd);
     let tensors = read_tensors(&sd);
     // The same half-precision values, once as F16 and once as F32.
     let halves: Vec<(String, Vec<usize>, Vec<u16>)> = tensors

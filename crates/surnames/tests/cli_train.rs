@@ -214,13 +214,7 @@ fn out_into_existing_run_is_refused() {
 fn out_into_imported_model_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = tmp.path().join("sd.safetensors");
-    ok(&run(&[
-        os("export"),
-        os("--model"),
-        shared_run().as_os_str(),
-        os("--out"),
-        sd.as_os_str(),
-    ]));
+    export_shared_state_dict(&sd);
     let imported = tmp.path().join("imported");
     ok(&run(&[
         os("import"),

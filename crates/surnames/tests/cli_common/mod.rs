@@ -188,6 +188,17 @@ pub fn shared_run() -> &'static Path {
     })
 }
 
+/// Exports the shared run's weights as a SpikingJelly state_dict to `out` (must succeed).
+pub fn export_shared_state_dict(out: &Path) {
+    ok(&run(&[
+        "export".as_ref(),
+        "--model".as_ref(),
+        shared_run().as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]));
+}
+
 /// A private copy of the shared run's model (config.json + model.safetensors) to tamper with.
 pub fn copy_of_shared_model(dest: &Path) -> PathBuf {
     let src = shared_run();
