@@ -36,7 +36,22 @@ pub enum Readout {
     Last,
     /// The mean output over the valid steps: a spike-rate code, graded where one step's spikes
     /// are binary.
-    Mean,
+    Mean,    /// Each direction's final output (what PyTorch's `h_n` holds): the forward direction at the
+    /// last letter, the reverse direction at the first, after it has read the whole name. The
+    /// same as `Last` for one direction.
+    Final,
+}
+
+impl Readout {
+    /// The step whose output fills direction `d`'s block of features for a sequence of `len`
+    /// (`Last` and `Final`).
+    fn step(self, d: usize, len: usize) -> usize {
+        if self == Readout::Final && d == 1 {
+            0
+        } else {
+            len - 1
+        }
+    }
 }
 
 /// Which loss to train with.
@@ -216,6 +231,7 @@ impl SeqClassifier {
         let rng: Option<&mut dyn rand::RngCore> = if train { Some(&mut ws.rng) } else { None };
         self.rnn.forward(params, batch, None, rng, &mut ws.rnn)?;
         let f = self.cfg.rnn.output_size();
+        let hs = self.cfg.rnn.hidden_size;
         let c = self.cfg.num_classes;
         let out = ws.rnn.output();
         ws.feat.clear();
@@ -223,9 +239,11 @@ impl SeqClassifier {
         for (bi, &len) in ws.lengths.iter().enumerate() {
             let feat = &mut ws.feat[bi * f..(bi + 1) * f];
             match self.cfg.readout {
-                Readout::Last => {
-                    let o = ((len - 1) * b + bi) * f;
-                    feat.copy_from_slice(&out[o..o + f]);
+                Readout::Last | Readout::Final => {
+                    for (d, block) in feat.chunks_exact_mut(hs).enumerate() {
+                        let o = (self.cfg.readout.step(d, len) * b + bi) * f + d * hs;
+                        block.copy_from_slice(&out[o..o + hs]);
+                    }
                 }
                 Readout::Mean => {
                     for ti in 0..len {
@@ -247,6 +265,7 @@ impl SeqClassifier {
     /// Backward from `ws.d_logits` (set by [`Self::loss_and_grad`]); adds into `ws.grads`.
     fn backward(&self, params: &[f32], ws: &mut Workspace) -> Result<()> {
         let f = self.cfg.rnn.output_size();
+        let hs = self.cfg.rnn.hidden_size;
         let (t, b) = ws.rnn.dims();
         ws.d_feat.clear();
         ws.d_feat.resize(b * f, 0.0);
@@ -262,9 +281,11 @@ impl SeqClassifier {
         for (bi, &len) in ws.lengths.iter().enumerate() {
             let d_feat = &ws.d_feat[bi * f..(bi + 1) * f];
             match self.cfg.readout {
-                Readout::Last => {
-                    let o = ((len - 1) * b + bi) * f;
-                    ws.d_out[o..o + f].copy_from_slice(d_feat);
+                Readout::Last | Readout::Final => {
+                    for (d, block) in d_feat.chunks_exact(hs).enumerate() {
+                        let o = (self.cfg.readout.step(d, len) * b + bi) * f + d * hs;
+                        ws.d_out[o..o + hs].copy_from_slice(block);
+                    }
                 }
                 Readout::Mean => {
                     for ti in 0..len {

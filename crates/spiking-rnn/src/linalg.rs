@@ -123,6 +123,17 @@ impl SparseRows {
         }
     }
 
+    /// From the columns of a row-major `[m×k]` matrix (the rows of its transpose).
+    fn fill_from_columns(&mut self, a: &[f32], k: usize) {
+        self.clear();
+        for j in 0..k {
+            for (r, row) in a.chunks_exact(k).enumerate() {
+                self.push(r, row[j]);
+            }
+            self.start.push(self.index.len());
+        }
+    }
+
     fn clear(&mut self) {
         self.start.clear();
         self.start.push(0);
@@ -144,7 +155,9 @@ impl SparseRows {
         while c0 + PANEL <= n {
             for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
                 let (idx, val) = self.row(r);
-                panel::<PANEL>(&mut c_row[c0..c0 + PANEL], idx, val, b, b_rs, c0);
+                if !idx.is_empty() {
+                    panel::<PANEL>(&mut c_row[c0..c0 + PANEL], idx, val, b, b_rs, c0);
+                }
             }
             c0 += PANEL;
         }
@@ -197,8 +210,24 @@ fn panel<const P: usize>(
 /// steps in one product).
 pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
     let rows = a.len() / k;
+    // With few rows (one name: its time steps) and spike inputs, most rows of `w` get the sum of
+    // a handful of rows of `d`, or nothing: summing those touches a fraction of `w`, where gemm
+    // reads and writes all of it.
+    if rows <= SPARSE_AT_B_MAX_ROWS {
+        let nonzero = a.iter().filter(|&&x| x != 0.0).count();
+        if nonzero * 2 <= a.len() {
+            SCRATCH.with_borrow_mut(|s| {
+                s.fill_from_columns(a, k);
+                s.matmul(w, n, d, n);
+            });
+            return;
+        }
+    }
     matmul(w, n, true, Mat::new(a, rows, k).t(), Mat::new(d, rows, n));
 }
+
+/// Most rows for which [`add_at_b`] sums the selected rows of `d` instead of calling gemm.
+const SPARSE_AT_B_MAX_ROWS: usize = 32;
 
 /// `dst[cols×rows] = srcᵀ` for row-major `src` `[rows×cols]`.
 pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
@@ -272,6 +301,22 @@ mod tests {
             .map(|x| x + 1.0)
             .collect();
         assert_eq!(w, want);
+        // the sparse path (few rows, mostly zero `a`): spikes, another weight, empty columns
+        let a3: Vec<f32> = (0..7 * 6)
+            .map(|x| match x % 9 {
+                1 | 4 => 1.0,
+                7 => -2.0,
+                _ => 0.0,
+            })
+            .collect();
+        let d3: Vec<f32> = (0..7 * 70).map(|x| ((x * 3) % 13) as f32 - 6.0).collect();
+        let mut w3 = vec![0.5; 6 * 70];
+        add_at_b(&mut w3, &a3, 6, &d3, 70);
+        let want: Vec<f32> = naive(Mat::new(&a3, 7, 6).t(), Mat::new(&d3, 7, 70))
+            .iter()
+            .map(|x| x + 0.5)
+            .collect();
+        assert_eq!(w3, want);
         let wm: Vec<f32> = (0..5 * 19).map(|x| ((x * 5) % 11) as f32 * 0.5).collect();
         let mut wt = vec![0.0; 5 * 19];
         transpose(&mut wt, &wm, 5, 19);

@@ -7,6 +7,7 @@
 use crate::Error;
 use std::f32::consts::PI;
 use std::fmt;
+use wide::f32x8;
 
 /// The surrogate families of SpikingJelly whose forward is a Heaviside step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -341,14 +342,20 @@ impl Surrogate {
     pub fn mul_grad_slice(&self, x: &[f32], d: &mut [f32]) {
         let a = self.alpha;
         match self.kind {
-            // Spiking cells make most incoming gradients exactly 0 (they carry other gates'
-            // spikes as factors); skipping their scalar `exp` leaves the result unchanged.
+            // Eight lanes at a time: the scalar `exp` of libm was a fifth of a batched training
+            // step. `wide`'s exp is within 1 ulp of the correctly rounded value for arguments in
+            // (−87, 0]; below that it gives 0 where the true value is under 1.2e-38.
             SurrogateKind::Erf => {
-                let c = a / PI.sqrt();
-                for (d, &x) in d.iter_mut().zip(x) {
-                    if *d != 0.0 {
-                        *d *= c * (-(a * x) * (a * x)).exp();
-                    }
+                let (a8, c8) = (f32x8::splat(a), f32x8::splat(a / PI.sqrt()));
+                let mut d_chunks = d.chunks_exact_mut(8);
+                let mut x_chunks = x.chunks_exact(8);
+                for (d8, x8) in (&mut d_chunks).zip(&mut x_chunks) {
+                    let ax = lanes(x8) * a8;
+                    let g = c8 * (-(ax * ax)).exp();
+                    d8.copy_from_slice(&(lanes(d8) * g).to_array());
+                }
+                for (d, &x) in d_chunks.into_remainder().iter_mut().zip(x_chunks.remainder()) {
+                    *d *= self.grad(x);
                 }
             }
             SurrogateKind::ATan => {
@@ -466,6 +473,14 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// Eight consecutive values as one SIMD vector.
+#[inline(always)]
+fn lanes(x: &[f32]) -> f32x8 {
+    let mut a = [0.0f32; 8];
+    a.copy_from_slice(&x[..8]);
+    f32x8::from(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,6 +537,26 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The vectorised Erf gradient over a wide range (down to where exp underflows), with zero
+    /// incoming gradients left at zero.
+    #[test]
+    fn erf_slice_matches_scalar_over_a_wide_range() {
+        let s = Surrogate::default();
+        let xs: Vec<f32> = (-400..=400).map(|i| i as f32 * 0.0517).collect();
+        let mut g: Vec<f32> = (0..xs.len())
+            .map(|i| if i % 3 == 0 { 0.0 } else { 1.5 })
+            .collect();
+        s.mul_grad_slice(&xs, &mut g);
+        for (i, &x) in xs.iter().enumerate() {
+            let want = if i % 3 == 0 { 0.0 } else { 1.5 * s.grad(x) };
+            assert!(
+                (g[i] - want).abs() <= 2.5e-7 * want.abs() + 1e-37,
+                "x = {x}: {} vs {want}",
+                g[i]
+            );
         }
     }
 

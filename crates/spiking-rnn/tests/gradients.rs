@@ -195,20 +195,29 @@ fn ann_lstm_gradients() {
     }
 }
 
-/// The whole classifier (readout, Linear, softmax, both losses) against finite differences.
+/// The whole classifier (every readout, Linear, softmax, both losses) against finite differences.
 #[test]
 fn classifier_gradients_both_readouts_and_losses() {
     use spiking_rnn::{ClassifierConfig, LossKind, Readout, SeqClassifier};
-    for (readout, kind) in [
-        (Readout::Last, LossKind::Mse),
+    for (readout, kind, bidirectional) in [
+        (Readout::Last, LossKind::Mse, false),
         (
             Readout::Mean,
             LossKind::CrossEntropy {
                 class_weights: Some(vec![1.0, 2.0, 0.5]),
             },
+            false,
+        ),
+        (
+            Readout::Final,
+            LossKind::CrossEntropy {
+                class_weights: None,
+            },
+            true,
         ),
     ] {
         let mut rnn = RnnConfig::new(CellKind::Lstm, 5, 4);
+        rnn.bidirectional = bidirectional;
         rnn.surrogate1 = Surrogate::new(SurrogateKind::Sigmoid)
             .with_alpha(1.0)
             .with_spiking(false);

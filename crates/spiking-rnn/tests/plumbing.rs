@@ -472,3 +472,54 @@ fn prefix_shared_prediction_equals_plain() {
             .is_err());
     }
 }
+
+/// `Readout::Final` reads the forward direction at the last letter and the reverse direction at
+/// the first (after it has read the whole name); with one direction it is `Last`.
+#[test]
+fn final_readout_reads_each_direction_at_its_end() {
+    use spiking_rnn::{ClassifierConfig, Readout, SeqClassifier};
+    let hs = 4;
+    let f = 2 * hs;
+    // Real-valued outputs, so that a value read at the wrong step cannot coincide.
+    let mut rnn = RnnConfig::new(CellKind::AnnLstm, 5, hs);
+    rnn.bidirectional = true;
+    let mut cfg = ClassifierConfig::new(rnn.clone(), f);
+    cfg.readout = Readout::Final;
+    let model = SeqClassifier::new(cfg).unwrap();
+    let mut params = model.init_params(2);
+    // An identity head: the logits are the features.
+    let w = model.layout.get("fc.weight").unwrap().range();
+    params[w.clone()].fill(0.0);
+    for j in 0..f {
+        params[w.start + j * f + j] = 1.0;
+    }
+    params[model.layout.get("fc.bias").unwrap().range()].fill(0.0);
+    let seqs: [&[u32]; 3] = [&[1, 2, 3], &[4], &[0, 3]];
+    let b = seqs.len();
+    let mut ws = model.inference_workspace();
+    model.forward(&params, &seqs, &mut ws, false).unwrap();
+    let out = ws.rnn.output();
+    for (bi, s) in seqs.iter().enumerate() {
+        let logits = &ws.logits()[bi * f..(bi + 1) * f];
+        let last = ((s.len() - 1) * b + bi) * f;
+        let first = bi * f;
+        assert_eq!(&logits[..hs], &out[last..last + hs], "forward half of {bi}");
+        assert_eq!(&logits[hs..], &out[first + hs..first + f], "reverse half of {bi}");
+        if s.len() > 1 {
+            assert_ne!(&logits[hs..], &out[last + hs..last + f]);
+        }
+    }
+    // One direction: the same numbers as `Last`.
+    rnn.bidirectional = false;
+    let probs = |readout| {
+        let mut cfg = ClassifierConfig::new(rnn.clone(), 3);
+        cfg.readout = readout;
+        let model = SeqClassifier::new(cfg).unwrap();
+        let mut ws = model.inference_workspace();
+        model
+            .forward(&model.init_params(4), &seqs, &mut ws, false)
+            .unwrap();
+        ws.probs().to_vec()
+    };
+    assert_eq!(probs(Readout::Final), probs(Readout::Last));
+}

@@ -174,8 +174,9 @@ pub struct TrainArgs {
     /// Clip the gradient norm (0 = off).
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
-    /// What the classifier reads: `last` (output at the last letter, the tutorial's) or `mean`
-    /// (mean output over the letters).
+    /// What the classifier reads: `last` (output at the last letter, the tutorial's), `mean`
+    /// (mean output over the letters) or `final` (with --bidirectional: the reverse direction's
+    /// output at the first letter, after reading the whole name)
     #[arg(long)]
     pub readout: Option<String>,
     /// Dropout between stacked layers.

@@ -66,7 +66,8 @@ impl ModelSpec {
         let readout = match self.readout.as_str() {
             "last" => Readout::Last,
             "mean" => Readout::Mean,
-            other => bail!("unknown readout '{other}' (expected last or mean)"),
+            "final" => Readout::Final,
+            other => bail!("unknown readout '{other}' (expected last, mean or final)"),
         };
         Ok(ClassifierConfig {
             rnn,
