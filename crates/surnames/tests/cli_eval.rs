@@ -243,3 +243,34 @@ fn data_json_counts() {
     let n: u64 = cats.iter().map(|c| c["n"].as_u64().unwrap()).sum();
     assert_eq!(n, 20074);
 }
+
+/// bench --json: every key, each with a positive median of its rounds (a smoke test of the
+/// benchmark code paths with tiny rounds; it asserts no speed).
+#[test]
+fn bench_json_reports_every_key() {
+    let data = data_dir();
+    let v = json(&ok(&run(&[
+        os("bench"),
+        os("--json"),
+        os("--rounds"),
+        os("1"),
+        os("--seconds"),
+        os("0.02"),
+        os("--data"),
+        data.as_os_str(),
+    ])));
+    for k in [
+        "train_b1_steps_per_s",
+        "adam_steps_per_s",
+        "adam_in_cache_steps_per_s",
+        "infer_b1_seqs_per_s",
+        "train_b64_seqs_per_s",
+        "train_batched_names_per_s",
+        "eval_test_names_per_s",
+        "eval_test_names_per_s_no_prefix_sharing",
+    ] {
+        let x = v[k].as_f64().unwrap_or(0.0);
+        assert!(x > 0.0 && x.is_finite(), "{k}: {x} in {v}");
+    }
+    assert!(v["machine"].is_string(), "{v}");
+}
