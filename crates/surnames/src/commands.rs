@@ -137,7 +137,8 @@ pub struct TrainArgs {
     /// Stacked recurrent layers.
     #[arg(long)]
     pub layers: Option<usize>,
-    /// Add a reverse-direction layer (its output at the last letter has seen only that letter).
+    /// Add a reverse-direction layer (its output at the last letter has seen only that letter;
+    /// `--readout final` reads it at the first letter, after the whole name).
     #[arg(long)]
     pub bidirectional: bool,
     /// `lstm`, `gru`, `rnn` (spiking) or `ann-lstm` (conventional LSTM baseline).
