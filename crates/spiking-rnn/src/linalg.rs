@@ -116,20 +116,7 @@ impl SparseRows {
     fn fill_from_rows(&mut self, a: &[f32], k: usize) {
         self.clear();
         for row in a.chunks_exact(k) {
-            // Branch-free compaction: every entry is written, and the end moves past the
-            // non-zero ones only. Spikes are unpredictable; a branch per entry mispredicted
-            // often enough to cost an eighth of batch-1 inference.
-            let mut end = self.index.len();
-            self.index.resize(end + k, 0);
-            self.value.resize(end + k, 0.0);
-            for (j, &x) in row.iter().enumerate() {
-                self.index[end] = j as u32;
-                self.value[end] = x;
-                end += (x != 0.0) as usize;
-            }
-            self.index.truncate(end);
-            self.value.truncate(end);
-            self.start.push(end);
+            self.push_row(row.iter().copied().enumerate());
         }
     }
 
@@ -137,11 +124,27 @@ impl SparseRows {
     fn fill_from_columns(&mut self, a: &[f32], k: usize) {
         self.clear();
         for j in 0..k {
-            for (r, row) in a.chunks_exact(k).enumerate() {
-                self.push(r, row[j]);
-            }
-            self.start.push(self.index.len());
+            self.push_row(a.chunks_exact(k).map(|row| row[j]).enumerate());
         }
+    }
+
+    /// Appends one row from its `(column, value)` entries, keeping the non-zero ones.
+    /// Branch-free compaction: every entry is written and the end moves past non-zero ones only.
+    /// Spikes are unpredictable; a branch per entry mispredicted often enough to cost an eighth
+    /// of batch-1 inference.
+    #[inline]
+    fn push_row(&mut self, entries: impl ExactSizeIterator<Item = (usize, f32)>) {
+        let mut end = self.index.len();
+        self.index.resize(end + entries.len(), 0);
+        self.value.resize(end + entries.len(), 0.0);
+        for (j, x) in entries {
+            self.index[end] = j as u32;
+            self.value[end] = x;
+            end += (x != 0.0) as usize;
+        }
+        self.index.truncate(end);
+        self.value.truncate(end);
+        self.start.push(end);
     }
 
     fn clear(&mut self) {
@@ -149,14 +152,6 @@ impl SparseRows {
         self.start.push(0);
         self.index.clear();
         self.value.clear();
-    }
-
-    #[inline]
-    fn push(&mut self, j: usize, x: f32) {
-        if x != 0.0 {
-            self.index.push(j as u32);
-            self.value.push(x);
-        }
     }
 
     /// `c[m×n] += self · b` for row-major `b` (row stride `b_rs`), one output panel at a time.
