@@ -36,7 +36,8 @@ pub enum Readout {
     Last,
     /// The mean output over the valid steps: a spike-rate code, graded where one step's spikes
     /// are binary.
-    Mean,    /// Each direction's final output (what PyTorch's `h_n` holds): the forward direction at the
+    Mean,
+    /// Each direction's final output (what PyTorch's `h_n` holds): the forward direction at the
     /// last letter, the reverse direction at the first, after it has read the whole name. The
     /// same as `Last` for one direction.
     Final,

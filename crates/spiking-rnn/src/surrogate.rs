@@ -354,7 +354,11 @@ impl Surrogate {
                     let g = c8 * (-(ax * ax)).exp();
                     d8.copy_from_slice(&(lanes(d8) * g).to_array());
                 }
-                for (d, &x) in d_chunks.into_remainder().iter_mut().zip(x_chunks.remainder()) {
+                for (d, &x) in d_chunks
+                    .into_remainder()
+                    .iter_mut()
+                    .zip(x_chunks.remainder())
+                {
                     *d *= self.grad(x);
                 }
             }

@@ -504,7 +504,11 @@ fn final_readout_reads_each_direction_at_its_end() {
         let last = ((s.len() - 1) * b + bi) * f;
         let first = bi * f;
         assert_eq!(&logits[..hs], &out[last..last + hs], "forward half of {bi}");
-        assert_eq!(&logits[hs..], &out[first + hs..first + f], "reverse half of {bi}");
+        assert_eq!(
+            &logits[hs..],
+            &out[first + hs..first + f],
+            "reverse half of {bi}"
+        );
         if s.len() > 1 {
             assert_ne!(&logits[hs..], &out[last + hs..last + f]);
         }
