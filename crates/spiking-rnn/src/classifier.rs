@@ -232,27 +232,15 @@ impl SeqClassifier {
         let rng: Option<&mut dyn rand::RngCore> = if train { Some(&mut ws.rng) } else { None };
         self.rnn.forward(params, batch, None, rng, &mut ws.rnn)?;
         let f = self.cfg.rnn.output_size();
-        let hs = self.cfg.rnn.hidden_size;
         let c = self.cfg.num_classes;
         let out = ws.rnn.output();
         ws.feat.clear();
         ws.feat.resize(b * f, 0.0);
         for (bi, &len) in ws.lengths.iter().enumerate() {
             let feat = &mut ws.feat[bi * f..(bi + 1) * f];
-            match self.cfg.readout {
-                Readout::Last | Readout::Final => {
-                    for (d, block) in feat.chunks_exact_mut(hs).enumerate() {
-                        let o = (self.cfg.readout.step(d, len) * b + bi) * f + d * hs;
-                        block.copy_from_slice(&out[o..o + hs]);
-                    }
-                }
-                Readout::Mean => {
-                    for ti in 0..len {
-                        let o = (ti * b + bi) * f;
-                        crate::linalg::axpy(feat, 1.0 / len as f32, &out[o..o + f]);
-                    }
-                }
-            }
+            self.readout_pieces(b, bi, len, |fo, oo, n, w| {
+                crate::linalg::axpy(&mut feat[fo..fo + n], w, &out[oo..oo + n]);
+            });
         }
         ws.logits.clear();
         ws.logits.resize(b * c, 0.0);
@@ -263,10 +251,36 @@ impl SeqClassifier {
         Ok(())
     }
 
+    /// The pieces of the `[T, B, F]` output that make up sequence `bi`'s features (the readout),
+    /// each as `(offset in the features, offset in the output, length, weight)`: the forward adds
+    /// `weight · output` into the features, the backward `weight · d_features` into `d_output`.
+    fn readout_pieces(
+        &self,
+        b: usize,
+        bi: usize,
+        len: usize,
+        mut piece: impl FnMut(usize, usize, usize, f32),
+    ) {
+        let f = self.cfg.rnn.output_size();
+        let hs = self.cfg.rnn.hidden_size;
+        match self.cfg.readout {
+            Readout::Last | Readout::Final => {
+                for d in 0..f / hs {
+                    let o = (self.cfg.readout.step(d, len) * b + bi) * f + d * hs;
+                    piece(d * hs, o, hs, 1.0);
+                }
+            }
+            Readout::Mean => {
+                for ti in 0..len {
+                    piece(0, (ti * b + bi) * f, f, 1.0 / len as f32);
+                }
+            }
+        }
+    }
+
     /// Backward from `ws.d_logits` (set by [`Self::loss_and_grad`]); adds into `ws.grads`.
     fn backward(&self, params: &[f32], ws: &mut Workspace) -> Result<()> {
         let f = self.cfg.rnn.output_size();
-        let hs = self.cfg.rnn.hidden_size;
         let (t, b) = ws.rnn.dims();
         ws.d_feat.clear();
         ws.d_feat.resize(b * f, 0.0);
@@ -281,20 +295,10 @@ impl SeqClassifier {
         ws.d_out.resize(t * b * f, 0.0);
         for (bi, &len) in ws.lengths.iter().enumerate() {
             let d_feat = &ws.d_feat[bi * f..(bi + 1) * f];
-            match self.cfg.readout {
-                Readout::Last | Readout::Final => {
-                    for (d, block) in d_feat.chunks_exact(hs).enumerate() {
-                        let o = (self.cfg.readout.step(d, len) * b + bi) * f + d * hs;
-                        ws.d_out[o..o + hs].copy_from_slice(block);
-                    }
-                }
-                Readout::Mean => {
-                    for ti in 0..len {
-                        let o = (ti * b + bi) * f;
-                        crate::linalg::axpy(&mut ws.d_out[o..o + f], 1.0 / len as f32, d_feat);
-                    }
-                }
-            }
+            let d_out = &mut ws.d_out;
+            self.readout_pieces(b, bi, len, |fo, oo, n, w| {
+                crate::linalg::axpy(&mut d_out[oo..oo + n], w, &d_feat[fo..fo + n]);
+            });
         }
         self.rnn.backward(
             params,

@@ -219,12 +219,15 @@ pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
     // a handful of rows of `d`, or nothing: summing those touches a fraction of `w`, where gemm
     // reads and writes all of it.
     if rows <= SPARSE_AT_B_MAX_ROWS {
-        let nonzero = a.iter().filter(|&&x| x != 0.0).count();
-        if nonzero * 2 <= a.len() {
-            SCRATCH.with_borrow_mut(|s| {
-                s.fill_from_columns(a, k);
+        let done = SCRATCH.with_borrow_mut(|s| {
+            s.fill_from_columns(a, k);
+            let sparse = s.index.len() * 2 <= a.len();
+            if sparse {
                 s.matmul(w, n, d, n);
-            });
+            }
+            sparse
+        });
+        if done {
             return;
         }
     }
@@ -276,6 +279,11 @@ mod tests {
         c
     }
 
+    /// `v` with `c` added to every entry: the expectation for a product accumulated onto `c`.
+    fn plus(v: Vec<f32>, c: f32) -> Vec<f32> {
+        v.into_iter().map(|x| x + c).collect()
+    }
+
     #[test]
     fn matmul_matches_naive_with_transposes() {
         let a: Vec<f32> = (0..12).map(|x| x as f32 * 0.5 - 2.0).collect();
@@ -289,7 +297,7 @@ mod tests {
         let bt = Mat::new(&b[..15], 3, 5);
         let mut c2 = vec![1.0; 20];
         matmul(&mut c2, 5, true, am.t(), bt);
-        let want: Vec<f32> = naive(am.t(), bt).iter().map(|x| x + 1.0).collect();
+        let want = plus(naive(am.t(), bt), 1.0);
         assert_eq!(c2, want);
         let mut c3 = vec![0.0; 15];
         rows_matmul(&mut c3, 5, &a, 4, &b, 5);
@@ -301,10 +309,7 @@ mod tests {
         let d: Vec<f32> = (0..6 * 5).map(|x| x as f32 * 0.25 - 3.0).collect();
         let mut w = vec![1.0; 15];
         add_at_b(&mut w, &a2, 3, &d, 5);
-        let want: Vec<f32> = naive(Mat::new(&a2, 6, 3).t(), Mat::new(&d, 6, 5))
-            .iter()
-            .map(|x| x + 1.0)
-            .collect();
+        let want = plus(naive(Mat::new(&a2, 6, 3).t(), Mat::new(&d, 6, 5)), 1.0);
         assert_eq!(w, want);
         // the sparse path (few rows, mostly zero `a`): spikes, another weight, empty columns
         let a3: Vec<f32> = (0..7 * 6)
@@ -317,10 +322,7 @@ mod tests {
         let d3: Vec<f32> = (0..7 * 70).map(|x| ((x * 3) % 13) as f32 - 6.0).collect();
         let mut w3 = vec![0.5; 6 * 70];
         add_at_b(&mut w3, &a3, 6, &d3, 70);
-        let want: Vec<f32> = naive(Mat::new(&a3, 7, 6).t(), Mat::new(&d3, 7, 70))
-            .iter()
-            .map(|x| x + 0.5)
-            .collect();
+        let want = plus(naive(Mat::new(&a3, 7, 6).t(), Mat::new(&d3, 7, 70)), 0.5);
         assert_eq!(w3, want);
         let wm: Vec<f32> = (0..5 * 19).map(|x| ((x * 5) % 11) as f32 * 0.5).collect();
         let mut wt = vec![0.0; 5 * 19];
@@ -349,10 +351,7 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|x| ((x * 7) % 11) as f32 - 5.0).collect();
         let mut c = vec![0.5; (m + 1) * n];
         rows_matmul(&mut c, n, &a, k, &b, n);
-        let want: Vec<f32> = naive(Mat::new(&a, m + 1, k), Mat::new(&b, k, n))
-            .iter()
-            .map(|x| x + 0.5)
-            .collect();
+        let want = plus(naive(Mat::new(&a, m + 1, k), Mat::new(&b, k, n)), 0.5);
         assert_eq!(c, want);
     }
 }

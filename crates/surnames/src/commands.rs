@@ -177,7 +177,7 @@ pub struct TrainArgs {
     pub clip: Option<f32>,
     /// What the classifier reads: `last` (output at the last letter, the tutorial's), `mean`
     /// (mean output over the letters) or `final` (with --bidirectional: the reverse direction's
-    /// output at the first letter, after reading the whole name)
+    /// output at the first letter, after reading the whole name).
     #[arg(long)]
     pub readout: Option<String>,
     /// Dropout between stacked layers.
