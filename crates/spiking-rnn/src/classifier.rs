@@ -104,19 +104,24 @@ impl Workspace {
 
     /// Applies one Adam step with this workspace's gradients (as left by
     /// [`SeqClassifier::batch_grad`] in the first workspace) and clears them in the same pass;
-    /// `threads > 1` splits the update over cores.
+    /// `threads > 1` splits the update over cores. With `max_grad_norm`, gradients whose norm
+    /// exceeds it are first scaled down to it (`torch.nn.utils.clip_grad_norm_`), and the norm
+    /// is returned.
     pub fn apply_adam(
         &mut self,
         adam: &mut crate::optim::Adam,
         params: &mut [f32],
         threads: usize,
-    ) {
-        if threads > 1 {
-            adam.par_step_and_zero_grads(params, &mut self.grads, threads);
-        } else {
-            adam.step_and_zero_grads(params, &mut self.grads);
-        }
+        max_grad_norm: Option<f32>,
+    ) -> Option<f32> {
+        let norm = max_grad_norm.map(|_| crate::optim::grad_norm(&self.grads, threads));
+        let scale = match (norm, max_grad_norm) {
+            (Some(n), Some(max)) if n > max => max / n,
+            _ => 1.0,
+        };
+        adam.scaled_step_and_zero_grads(params, &mut self.grads, scale, threads);
         self.grads_clean = true;
+        norm
     }
 }
 
@@ -404,8 +409,19 @@ impl SeqClassifier {
         };
         let used = results.len();
         let (first, others) = workspaces.split_at_mut(1);
-        for ws in &others[..used - 1] {
-            crate::linalg::axpy(&mut first[0].grads, 1.0, &ws.grads);
+        // Each entry is summed in workspace order whatever the split below, and the summed
+        // workspaces are left clean so that the next batch need not clear them.
+        const BLOCK: usize = 16384;
+        for ws in &mut others[..used - 1] {
+            first[0]
+                .grads
+                .par_chunks_mut(BLOCK)
+                .zip(ws.grads.par_chunks_mut(BLOCK))
+                .for_each(|(total, part)| {
+                    crate::linalg::axpy(total, 1.0, part);
+                    part.fill(0.0);
+                });
+            ws.grads_clean = true;
         }
         let mut total = (0.0, 0);
         for r in results {

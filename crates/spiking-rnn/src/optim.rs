@@ -55,16 +55,32 @@ impl Adam {
     /// [`Self::step`], then sets the gradients to zero in the same pass over memory (the
     /// optimiser state is larger than the L2 cache, so every pass costs).
     pub fn step_and_zero_grads(&mut self, params: &mut [f32], grads: &mut [f32]) {
-        let h = self.hyper();
-        update_and_zero(&h, params, grads, &mut self.m, &mut self.v);
+        self.scaled_step_and_zero_grads(params, grads, 1.0, 1);
     }
 
     /// [`Self::step_and_zero_grads`] split into `parts` blocks updated in parallel (rayon):
     /// each core streams its own share of the state.
     pub fn par_step_and_zero_grads(&mut self, params: &mut [f32], grads: &mut [f32], parts: usize) {
+        self.scaled_step_and_zero_grads(params, grads, 1.0, parts);
+    }
+
+    /// The update for the gradients multiplied by `grad_scale` (what gradient clipping does to
+    /// them in place in PyTorch; here in the same pass), over `parts` blocks in parallel.
+    pub fn scaled_step_and_zero_grads(
+        &mut self,
+        params: &mut [f32],
+        grads: &mut [f32],
+        grad_scale: f32,
+        parts: usize,
+    ) {
         use rayon::prelude::*;
-        let h = self.hyper();
-        let chunk = params.len().div_ceil(parts.max(1)).max(1);
+        let mut h = self.hyper();
+        h.grad_scale = grad_scale;
+        if parts <= 1 {
+            update_and_zero(&h, params, grads, &mut self.m, &mut self.v);
+            return;
+        }
+        let chunk = params.len().div_ceil(parts).max(1);
         params
             .par_chunks_mut(chunk)
             .zip(grads.par_chunks_mut(chunk))
@@ -95,6 +111,7 @@ impl Adam {
             None => (0.0, 0.0),
         };
         Hyper {
+            grad_scale: 1.0,
             step_size,
             inv_bc2_sqrt,
             b2,
@@ -117,6 +134,7 @@ fn flush_subnormal(x: f32) -> f32 {
 }
 
 struct Hyper {
+    grad_scale: f32,
     step_size: f32,
     inv_bc2_sqrt: f32,
     b2: f32,
@@ -140,7 +158,7 @@ fn update_and_zero(h: &Hyper, params: &mut [f32], grads: &mut [f32], m: &mut [f3
 
 #[inline(always)]
 fn update_one(h: &Hyper, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
-    let g = g + h.l2 * *p;
+    let g = g * h.grad_scale + h.l2 * *p;
     *p -= h.decoupled * *p;
     *m += h.w1 * (g - *m);
     *v = *v * h.b2 + h.w2 * g * g;
@@ -151,6 +169,33 @@ fn update_one(h: &Hyper, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
     *v = flush_subnormal(*v);
     let denom = v.sqrt() * h.inv_bc2_sqrt + h.eps;
     *p -= h.step_size * (*m / denom);
+}
+
+/// The Euclidean norm of `grads` (for clipping). Squares are summed in f64 over fixed blocks,
+/// eight running sums per block so that the loop vectorises; the blocks are added in order, so
+/// the result does not depend on `threads`.
+pub fn grad_norm(grads: &[f32], threads: usize) -> f32 {
+    use rayon::prelude::*;
+    const BLOCK: usize = 8192;
+    fn block_sum(g: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 8];
+        let mut lanes = g.chunks_exact(8);
+        for x in &mut lanes {
+            for (a, &x) in acc.iter_mut().zip(x) {
+                *a += x as f64 * x as f64;
+            }
+        }
+        for (a, &x) in acc.iter_mut().zip(lanes.remainder()) {
+            *a += x as f64 * x as f64;
+        }
+        acc.iter().sum()
+    }
+    let sums: Vec<f64> = if threads > 1 {
+        grads.par_chunks(BLOCK).map(block_sum).collect()
+    } else {
+        grads.chunks(BLOCK).map(block_sum).collect()
+    };
+    sums.iter().sum::<f64>().sqrt() as f32
 }
 
 /// Plain SGD: `p −= lr·(g + λ·p)`.
@@ -194,6 +239,19 @@ mod tests {
     }
 
     #[test]
+    fn grad_norm_matches_f64_sum_for_any_thread_count() {
+        let g: Vec<f32> = (0..20_001)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-2)
+            .collect();
+        let want = g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+        let one = grad_norm(&g, 1);
+        assert!((one as f64 - want).abs() <= want * 1e-7, "{one} vs {want}");
+        assert_eq!(one, grad_norm(&g, 2));
+        assert_eq!(grad_norm(&[3.0, 4.0], 1), 5.0);
+        assert_eq!(grad_norm(&[], 2), 0.0);
+    }
+
+    #[test]
     fn weight_decay_variants() {
         let mut p = vec![1.0f32];
         let mut a = Adam::new(1, 0.1);
@@ -216,6 +274,16 @@ mod tests {
             assert!(g2.iter().all(|&x| x == 0.0));
         }
         assert_eq!(p1, p2);
+        // a scaled step equals a step on the scaled gradients
+        let g_half: Vec<f32> = g.iter().map(|x| x * 0.5).collect();
+        let (mut a3, mut a4) = (Adam::new(1001, 0.01), Adam::new(1001, 0.01));
+        let (mut p3, mut p4) = (vec![0.5f32; 1001], vec![0.5f32; 1001]);
+        for _ in 0..3 {
+            a3.step(&mut p3, &g_half);
+            let mut g4 = g.clone();
+            a4.scaled_step_and_zero_grads(&mut p4, &mut g4, 0.5, 2);
+        }
+        assert_eq!(p3, p4);
         let mut s = vec![1.0f32, 2.0];
         Sgd {
             lr: 0.5,

@@ -708,15 +708,27 @@ impl SpikingRnn {
                         d_c.copy_from_slice(&f.c[sr.clone()]);
                     }
                 }
-                reset(d_u, t * b * gh);
-                reset(d_v, t * b * gh);
+                // LSTM and vanilla RNN: u and v enter the cell as one sum, so d_u = d_v up to the
+                // time order; in the forward direction it is d_v itself and is not copied.
+                let separate_d_u = cfg.cell == CellKind::Gru || d == 1;
+                // Every row is written below (rows past a sequence's end with zeros): no reset.
+                size(d_v, t * b * gh);
+                size(d_u, if separate_d_u { t * b * gh } else { 0 });
                 let w_hh = &params[p.w_hh.clone()];
                 let col = d * hs;
-                w_hh_rows.clear();
+                let mut w_hh_rows_ready = false;
                 for k in (0..t).rev() {
                     for (bi, &len) in lengths.iter().enumerate() {
                         if k >= len {
-                            continue; // state was copied: gradients pass unchanged
+                            // State was copied: gradients pass unchanged, and this step adds no
+                            // weight gradient. (For the reverse direction, row k of d_u is a
+                            // time step past the end too.)
+                            let r = (k * b + bi) * gh..(k * b + bi + 1) * gh;
+                            d_v[r.clone()].fill(0.0);
+                            if separate_d_u {
+                                d_u[r].fill(0.0);
+                            }
+                            continue;
                         }
                         let ti = if d == 1 { len - 1 - k } else { k };
                         let hr = bi * hs..(bi + 1) * hs;
@@ -765,13 +777,11 @@ impl SpikingRnn {
                                 );
                             }
                         }
-                        match cfg.cell {
-                            CellKind::Gru => {}
-                            // LSTM and vanilla RNN: u and v enter as one sum, and h has no direct path.
-                            _ => {
-                                let (dv_row, du_row) = (&d_v[g], &mut d_u[ur]);
-                                du_row.copy_from_slice(dv_row);
-                                d_h[hr].fill(0.0);
+                        if cfg.cell != CellKind::Gru {
+                            // h has no direct path to the previous step.
+                            d_h[hr].fill(0.0);
+                            if separate_d_u {
+                                d_u[ur].copy_from_slice(&d_v[g]);
                             }
                         }
                     }
@@ -787,9 +797,10 @@ impl SpikingRnn {
                     let d_h_k = &mut d_h[..na * hs];
                     let dv_k = Mat::new(dv_k, na, gh);
                     if t * b >= TRANSPOSE_MIN_ROWS {
-                        if w_hh_rows.is_empty() {
-                            w_hh_rows.resize(w_hh.len(), 0.0);
+                        if !w_hh_rows_ready {
+                            size(w_hh_rows, w_hh.len());
                             transpose(w_hh_rows, w_hh, hs, gh);
+                            w_hh_rows_ready = true;
                         }
                         matmul(d_h_k, hs, true, dv_k, Mat::new(w_hh_rows, gh, hs));
                     } else {
@@ -805,6 +816,7 @@ impl SpikingRnn {
                 // Weight gradients for all steps in one product each, over the rows inside their
                 // sequence only (the others have zero gradient; in batches of names they are
                 // about a third of the rows).
+                let d_u: &[f32] = if separate_d_u { d_u } else { d_v };
                 let h_prev = valid_rows(packed_a, &dc.h[..t * b * hs], hs, lengths);
                 let d_v_valid = valid_rows(packed_b, d_v, gh, lengths);
                 add_at_b(&mut grads[p.w_hh.clone()], h_prev, hs, d_v_valid, gh);

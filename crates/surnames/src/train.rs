@@ -455,19 +455,8 @@ pub fn run(
                 st.step + 1
             );
         }
-        if tc.clip_norm > 0.0 {
-            let g = &mut workers[0].grads;
-            let norm = g
-                .iter()
-                .map(|&x| (x as f64) * (x as f64))
-                .sum::<f64>()
-                .sqrt() as f32;
-            if norm > tc.clip_norm {
-                let s = tc.clip_norm / norm;
-                g.iter_mut().for_each(|x| *x *= s);
-            }
-        }
-        workers[0].apply_adam(&mut adam, &mut params, threads);
+        let clip = (tc.clip_norm > 0.0).then_some(tc.clip_norm);
+        workers[0].apply_adam(&mut adam, &mut params, threads, clip);
         st.step += 1;
         st.window_loss += loss as f64;
         st.window_correct += correct as u64;
