@@ -379,8 +379,8 @@ impl SeqClassifier {
         }
     }
 
-    /// Gradient of the mean loss over a batch, split into `workspaces.len()` contiguous chunks run
-    /// in parallel (one workspace per chunk); the result is left in `workspaces[0].grads`.
+    /// Gradient of the mean loss over a batch, split over `workspaces.len()` workers run in
+    /// parallel (one workspace each); the result is left in `workspaces[0].grads`.
     /// Deterministic for a given number of workspaces.
     pub fn batch_grad(
         &self,
@@ -390,17 +390,35 @@ impl SeqClassifier {
         kind: &LossKind,
         workspaces: &mut [Workspace],
     ) -> Result<(f32, usize)> {
+        if labels.len() != seqs.len() {
+            return shape_err(format!(
+                "{} labels for {} sequences",
+                labels.len(),
+                seqs.len()
+            ));
+        }
         let norm = self.loss_norm(kind, labels);
         let n = workspaces.len().clamp(1, seqs.len().max(1));
-        let chunk = seqs.len().div_ceil(n);
+        // Worker w takes every n-th sequence of the batch sorted longest first: the shares are
+        // about equally long (contiguous chunks of a sorted batch are not), and each is sorted,
+        // which lets every step's products skip the sequences that have ended.
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
+        let shares: Vec<(Vec<&[u32]>, Vec<usize>)> = (0..n)
+            .map(|w| {
+                let share = order.iter().skip(w).step_by(n);
+                share.map(|&i| (seqs[i], labels[i])).unzip()
+            })
+            .collect();
         let results: Vec<Result<(f32, usize)>> = if n == 1 {
             let ws = &mut workspaces[0];
             ws.clear_grads();
-            vec![self.loss_and_grad(params, seqs, labels, kind, norm, ws)]
+            let (s, y) = &shares[0];
+            vec![self.loss_and_grad(params, s, y, kind, norm, ws)]
         } else {
             workspaces[..n]
                 .par_iter_mut()
-                .zip(seqs.par_chunks(chunk).zip(labels.par_chunks(chunk)))
+                .zip(shares.par_iter())
                 .map(|(ws, (s, y))| {
                     ws.clear_grads();
                     self.loss_and_grad(params, s, y, kind, norm, ws)

@@ -439,8 +439,6 @@ pub fn run(
             };
             batch_idx.push(i);
         }
-        // Longest first: each step's matrix products then only cover the still-running names.
-        batch_idx.sort_by_key(|&i| std::cmp::Reverse(data.train.seqs[i].len()));
         seqs.clear();
         labels.clear();
         for &i in &batch_idx {
