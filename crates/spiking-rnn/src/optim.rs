@@ -150,15 +150,24 @@ fn update_and_zero(h: &Hyper, params: &mut [f32], grads: &mut [f32], m: &mut [f3
         params.len() == grads.len() && params.len() == m.len(),
         "Adam state does not match the parameters"
     );
-    for (((p, g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
-        update_one(h, p, *g, m, v);
-        *g = 0.0;
+    let state = params.iter_mut().zip(grads).zip(m).zip(v);
+    // Two loops so that the common unscaled update has no extra multiply.
+    if h.grad_scale == 1.0 {
+        for (((p, g), m), v) in state {
+            update_one(h, p, *g, m, v);
+            *g = 0.0;
+        }
+    } else {
+        for (((p, g), m), v) in state {
+            update_one(h, p, *g * h.grad_scale, m, v);
+            *g = 0.0;
+        }
     }
 }
 
 #[inline(always)]
 fn update_one(h: &Hyper, p: &mut f32, g: f32, m: &mut f32, v: &mut f32) {
-    let g = g * h.grad_scale + h.l2 * *p;
+    let g = g + h.l2 * *p;
     *p -= h.decoupled * *p;
     *m += h.w1 * (g - *m);
     *v = *v * h.b2 + h.w2 * g * g;
