@@ -517,11 +517,22 @@ impl SpikingRnn {
             LayerInput::Tokens(x) => {
                 for (row, &tok) in dc.u.chunks_exact_mut(gh).zip(x) {
                     let k = tok as usize;
-                    row.copy_from_slice(&w_ih[k * gh..(k + 1) * gh]);
+                    let w_row = &w_ih[k * gh..(k + 1) * gh];
+                    match &p.b_ih {
+                        // one pass instead of a copy and an add: the same sums
+                        Some(r) => {
+                            for ((u, &w), &bias) in
+                                row.iter_mut().zip(w_row).zip(&params[r.clone()])
+                            {
+                                *u = w + bias;
+                            }
+                        }
+                        None => row.copy_from_slice(w_row),
+                    }
                 }
             }
         }
-        if let Some(r) = &p.b_ih {
+        if let (Some(r), LayerInput::Dense(_)) = (&p.b_ih, x) {
             for row in dc.u.chunks_exact_mut(gh) {
                 axpy(row, 1.0, &params[r.clone()]);
             }
