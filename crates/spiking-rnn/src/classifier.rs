@@ -77,10 +77,11 @@ pub struct Workspace {
     d_logits: Vec<f32>,
     d_feat: Vec<f32>,
     d_out: Vec<f32>,
-    /// This worker's gradient buffer.
-    pub grads: Vec<f32>,
-    /// `grads` is known to be all zeros (set by [`Workspace::apply_adam`]), so the next batch
-    /// need not clear it.
+    /// This worker's gradient buffer (private: `grads_clean` must follow every write).
+    grads: Vec<f32>,
+    /// `grads` is known to be all zeros (a new workspace, after [`Workspace::apply_adam`], or
+    /// after `batch_grad` has summed it into the first workspace), so the next batch need not
+    /// clear it.
     grads_clean: bool,
     /// This worker's dropout randomness.
     pub rng: ChaCha8Rng,
@@ -94,6 +95,11 @@ impl Workspace {
     pub fn logits(&self) -> &[f32] {
         &self.logits
     }
+    /// The gradients accumulated by [`SeqClassifier::loss_and_grad`] (or summed by
+    /// [`SeqClassifier::batch_grad`] into the first workspace).
+    pub fn grads(&self) -> &[f32] {
+        &self.grads
+    }
 
     fn clear_grads(&mut self) {
         if !self.grads_clean {
@@ -104,16 +110,31 @@ impl Workspace {
 
     /// Applies one Adam step with this workspace's gradients (as left by
     /// [`SeqClassifier::batch_grad`] in the first workspace) and clears them in the same pass;
-    /// `threads > 1` splits the update over cores. With `max_grad_norm`, gradients whose norm
-    /// exceeds it are first scaled down to it (`torch.nn.utils.clip_grad_norm_`), and the norm
-    /// is returned.
+    /// `threads > 1` splits the update over cores. With `max_grad_norm` (> 0), gradients whose
+    /// norm exceeds it are first scaled down to it, like `torch.nn.utils.clip_grad_norm_` (which
+    /// divides by the norm + 1e-6), and the norm is returned.
     pub fn apply_adam(
         &mut self,
         adam: &mut crate::optim::Adam,
         params: &mut [f32],
         threads: usize,
         max_grad_norm: Option<f32>,
-    ) -> Option<f32> {
+    ) -> Result<Option<f32>> {
+        if params.len() != self.grads.len() || adam.m.len() != params.len() {
+            return shape_err(format!(
+                "Adam step over {} parameters with {} gradients and {} moments",
+                params.len(),
+                self.grads.len(),
+                adam.m.len()
+            ));
+        }
+        if let Some(max) = max_grad_norm {
+            if !(max > 0.0 && max.is_finite()) {
+                return Err(Error::Config(format!(
+                    "the gradient-norm limit must be a positive number, not {max}"
+                )));
+            }
+        }
         let norm = max_grad_norm.map(|_| crate::optim::grad_norm(&self.grads, threads));
         let scale = match (norm, max_grad_norm) {
             (Some(n), Some(max)) if n > max => max / n,
@@ -121,7 +142,7 @@ impl Workspace {
         };
         adam.scaled_step_and_zero_grads(params, &mut self.grads, scale, threads);
         self.grads_clean = true;
-        norm
+        Ok(norm)
     }
 }
 
@@ -328,21 +349,11 @@ impl SeqClassifier {
         norm: f32,
         ws: &mut Workspace,
     ) -> Result<(f32, usize)> {
-        if labels.len() != seqs.len() {
-            return shape_err(format!(
-                "{} labels for {} sequences",
-                labels.len(),
-                seqs.len()
-            ));
-        }
-        if ws.grads.len() != self.layout.total {
-            return shape_err("this workspace has no gradient buffer (made for inference)");
-        }
+        self.check_targets(seqs, labels, kind)?;
+        self.check_grad_buffer(ws)?;
         let c = self.cfg.num_classes;
-        if let Some(&bad) = labels.iter().find(|&&y| y >= c) {
-            return shape_err(format!("label {bad} is out of range 0..{c}"));
-        }
         self.forward(params, seqs, ws, true)?;
+        ws.grads_clean = false;
         ws.d_logits.clear();
         ws.d_logits.resize(seqs.len() * c, 0.0);
         let l = match kind {
@@ -364,6 +375,36 @@ impl SeqClassifier {
             .count();
         self.backward(params, ws)?;
         Ok((l, correct))
+    }
+
+    fn check_targets(&self, seqs: &[&[u32]], labels: &[usize], kind: &LossKind) -> Result<()> {
+        let c = self.cfg.num_classes;
+        if labels.len() != seqs.len() {
+            return shape_err(format!(
+                "{} labels for {} sequences",
+                labels.len(),
+                seqs.len()
+            ));
+        }
+        if let Some(&bad) = labels.iter().find(|&&y| y >= c) {
+            return shape_err(format!("label {bad} is out of range 0..{c}"));
+        }
+        if let LossKind::CrossEntropy {
+            class_weights: Some(w),
+        } = kind
+        {
+            if w.len() != c {
+                return shape_err(format!("{} class weights for {c} classes", w.len()));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_grad_buffer(&self, ws: &Workspace) -> Result<()> {
+        if ws.grads.len() != self.layout.total {
+            return shape_err("this workspace has no gradient buffer (made for inference)");
+        }
+        Ok(())
     }
 
     /// The normaliser that makes the loss a mean over the whole batch (PyTorch's convention).
@@ -390,15 +431,15 @@ impl SeqClassifier {
         kind: &LossKind,
         workspaces: &mut [Workspace],
     ) -> Result<(f32, usize)> {
-        if labels.len() != seqs.len() {
-            return shape_err(format!(
-                "{} labels for {} sequences",
-                labels.len(),
-                seqs.len()
-            ));
+        self.check_targets(seqs, labels, kind)?;
+        if workspaces.is_empty() {
+            return shape_err("no workspace given");
+        }
+        let n = workspaces.len().clamp(1, seqs.len().max(1));
+        for ws in &workspaces[..n] {
+            self.check_grad_buffer(ws)?;
         }
         let norm = self.loss_norm(kind, labels);
-        let n = workspaces.len().clamp(1, seqs.len().max(1));
         // Worker w takes every n-th sequence of the batch sorted longest first: the shares are
         // about equally long (contiguous chunks of a sorted batch are not), and each is sorted,
         // which lets every step's products skip the sequences that have ended.

@@ -215,24 +215,39 @@ fn panel<const P: usize>(
 /// steps in one product).
 pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
     let rows = a.len() / k;
-    // With spike inputs, row j of `w` gets the sum of the rows of `d` at the steps where input j
-    // spiked. Summing those costs about four times as much per non-zero as gemm costs per entry
-    // of `a` (the rows come from L2, gemm's packed panels stay in L1), so it wins when at most
-    // about a fifth of `a` is non-zero: trained models fire `h` at 0.08–0.2. With few rows (one
-    // name: its time steps) it wins up to half full, as gemm reads and writes all of `w`.
-    let max_density = if rows <= FEW_ROWS { 0.5 } else { 0.2 };
-    let nonzero = a.iter().filter(|&&x| x != 0.0).count();
-    if nonzero as f64 <= max_density * a.len() as f64 {
-        SCRATCH.with_borrow_mut(|s| {
-            s.fill_from_columns(a, k);
-            s.matmul(w, n, d, n);
-        });
-    } else {
+    let done = SCRATCH.with_borrow_mut(|s| {
+        // Few rows: the list is cheap, and its length decides. Many: count first, as a dense
+        // `a` would make building the list wasted work.
+        if rows > FEW_ROWS {
+            let nonzero = a.iter().filter(|&&x| x != 0.0).count();
+            if !sum_selected_rows(rows, nonzero, a.len()) {
+                return false;
+            }
+        }
+        s.fill_from_columns(a, k);
+        if !sum_selected_rows(rows, s.index.len(), a.len()) {
+            return false;
+        }
+        s.matmul(w, n, d, n);
+        true
+    });
+    if !done {
         matmul(w, n, true, Mat::new(a, rows, k).t(), Mat::new(d, rows, n));
     }
 }
 
-/// Rows up to which [`add_at_b`] sums selected rows of `d` for `a` up to half full.
+/// Whether [`add_at_b`] sums, for each row j of `w`, the rows of `d` selected by the non-zeros
+/// of column j of `a` (spike inputs), instead of calling gemm. The sums cost about four times as
+/// much per non-zero as gemm costs per entry of `a` (the rows come from L2, gemm's packed panels
+/// stay in L1), so they win when at most about a fifth of `a` is non-zero: trained models fire
+/// `h` at 0.08–0.2. With few rows (one name: its time steps) they win up to half full, as gemm
+/// reads and writes all of `w` however few the rows.
+fn sum_selected_rows(rows: usize, nonzero: usize, len: usize) -> bool {
+    let max_share = if rows <= FEW_ROWS { 0.5 } else { 0.2 };
+    nonzero as f64 <= max_share * len as f64
+}
+
+/// Up to this many rows, [`add_at_b`] sums selected rows for `a` up to half full.
 const FEW_ROWS: usize = 32;
 
 /// `dst[cols×rows] = srcᵀ` for row-major `src` `[rows×cols]`.
@@ -323,6 +338,11 @@ mod tests {
         let want = plus(naive(Mat::new(&a3, 7, 6).t(), Mat::new(&d3, 7, 70)), 0.5);
         assert_eq!(w3, want);
         // many rows (a batch of names × steps): the sparse path up to a fifth non-zero, gemm above
+        assert!(sum_selected_rows(40, 40 * 8 / 9 + 1, 40 * 8));
+        assert!(!sum_selected_rows(40, 40 * 8 / 3, 40 * 8));
+        assert!(
+            sum_selected_rows(7, 7 * 6 / 2, 7 * 6) && !sum_selected_rows(7, 7 * 6 / 2 + 1, 7 * 6)
+        );
         for (every, path) in [(9, "sparse"), (3, "gemm")] {
             let a4: Vec<f32> = (0..40 * 8)
                 .map(|x| if x % every == 1 { 1.0 } else { 0.0 })

@@ -74,6 +74,10 @@ impl Adam {
         parts: usize,
     ) {
         use rayon::prelude::*;
+        assert!(
+            params.len() == grads.len() && params.len() == self.m.len(),
+            "Adam state does not match the parameters"
+        );
         let mut h = self.hyper();
         h.grad_scale = grad_scale;
         if parts <= 1 {

@@ -724,7 +724,9 @@ impl SpikingRnn {
                 let separate_d_u = cfg.cell == CellKind::Gru || d == 1;
                 // Every row is written below (rows past a sequence's end with zeros): no reset.
                 size(d_v, t * b * gh);
-                size(d_u, if separate_d_u { t * b * gh } else { 0 });
+                if separate_d_u {
+                    size(d_u, t * b * gh);
+                }
                 let w_hh = &params[p.w_hh.clone()];
                 let col = d * hs;
                 let mut w_hh_rows_ready = false;

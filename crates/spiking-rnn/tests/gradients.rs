@@ -249,9 +249,9 @@ fn classifier_gradients_both_readouts_and_losses() {
             let lm = loss_at(&p);
             let fd = ((lp - lm) / (2.0 * eps as f64)) as f32;
             assert!(
-                (fd - ws.grads[k]).abs() < 1e-3 + 2e-2 * fd.abs(),
+                (fd - ws.grads()[k]).abs() < 1e-3 + 2e-2 * fd.abs(),
                 "{readout:?} param {k}: fd {fd} vs {}",
-                ws.grads[k]
+                ws.grads()[k]
             );
         }
     }

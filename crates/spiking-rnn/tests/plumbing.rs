@@ -527,3 +527,162 @@ fn final_readout_reads_each_direction_at_its_end() {
     };
     assert_eq!(probs(Readout::Final), probs(Readout::Last));
 }
+
+/// A cache reused from a larger batch gives exactly what a fresh cache gives: the backward pass
+/// does not clear its buffers between calls, so every entry it reads must be written first.
+/// All cells, two layers, both directions, dense and letter-index input, unsorted lengths.
+#[test]
+fn reused_cache_equals_fresh_cache() {
+    let (i, h) = (5, 4);
+    for cell in [
+        CellKind::Lstm,
+        CellKind::Gru,
+        CellKind::Rnn,
+        CellKind::AnnLstm,
+    ] {
+        for tokens in [false, true] {
+            let mut cfg = RnnConfig::new(cell, i, h);
+            cfg.num_layers = 2;
+            cfg.bidirectional = true;
+            let mut layout = ParamLayout::new();
+            let rnn = SpikingRnn::new(cfg, &mut layout, "").unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(21);
+            let mut p = vec![0.0; layout.total];
+            rnn.init(&mut p, &mut rng);
+            p.iter_mut().for_each(|w| *w *= 4.0);
+            // (output, parameter gradients) of one forward + backward
+            let run = |cache: &mut RnnCache, lengths: &[usize], seed: u64| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let (t, b) = (*lengths.iter().max().unwrap(), lengths.len());
+                let dense: Vec<f32> = (0..t * b * i).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let letters: Vec<u32> = (0..t * b).map(|_| rng.gen_range(0..i as u32)).collect();
+                let input = if tokens {
+                    Input::Tokens(&letters)
+                } else {
+                    Input::Dense(&dense)
+                };
+                let batch = Batch {
+                    input,
+                    t,
+                    b,
+                    lengths: Some(lengths),
+                };
+                rnn.forward(&p, batch, None, None, cache).unwrap();
+                let d_out: Vec<f32> = (0..t * b * 2 * h)
+                    .map(|_| rng.gen_range(-1.0..1.0))
+                    .collect();
+                let mut g = vec![0.0; p.len()];
+                rnn.backward(&p, cache, &d_out, None, &mut g, None, None)
+                    .unwrap();
+                (cache.output().to_vec(), g)
+            };
+            let big: Vec<usize> = (0..20).map(|k| 1 + (k * 7) % 9).collect();
+            let small = [3, 5, 1, 4];
+            let mut reused = RnnCache::default();
+            run(&mut reused, &big, 1);
+            let again = run(&mut reused, &small, 2);
+            let fresh = run(&mut RnnCache::default(), &small, 2);
+            assert_eq!(again, fresh, "{cell:?}, letter input {tokens}");
+        }
+    }
+}
+
+/// `batch_grad` splits a batch over workers (sorted longest first, dealt round-robin): any
+/// number of workers gives the gradient of one pass over the whole batch, calling it twice gives
+/// the same result (the workers' buffers are cleared or known clean), and `apply_adam` clips.
+#[test]
+fn batch_grad_over_workers_and_clipped_adam_step() {
+    use spiking_rnn::optim::{grad_norm, Adam};
+    use spiking_rnn::{ClassifierConfig, LossKind, SeqClassifier};
+    let model = SeqClassifier::new(ClassifierConfig::new(
+        RnnConfig::new(CellKind::Lstm, 6, 8),
+        3,
+    ))
+    .unwrap();
+    let mut params = model.init_params(2);
+    params.iter_mut().for_each(|p| *p *= 3.0);
+    let seqs: Vec<Vec<u32>> = vec![
+        vec![1, 2],
+        vec![5, 4, 3, 2, 1],
+        vec![0],
+        vec![3, 3, 3],
+        vec![2, 5, 0, 1],
+        vec![4, 4],
+        vec![1, 0, 5, 5, 2, 3],
+    ];
+    let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+    let labels = [0, 2, 1, 1, 0, 2, 1];
+    let kind = LossKind::CrossEntropy {
+        class_weights: Some(vec![1.0, 0.5, 2.0]),
+    };
+    let mut one = model.workspace(0);
+    let norm = model.loss_norm(&kind, &labels);
+    let (want_loss, want_correct) = model
+        .loss_and_grad(&params, &refs, &labels, &kind, norm, &mut one)
+        .unwrap();
+    for workers in 1..=3 {
+        let mut ws: Vec<_> = (0..workers).map(|k| model.workspace(k as u64)).collect();
+        // a worker whose buffer was written outside batch_grad must be cleared, not trusted
+        if workers > 1 {
+            model
+                .loss_and_grad(&params, &refs, &labels, &kind, norm, &mut ws[1])
+                .unwrap();
+        }
+        for call in 0..2 {
+            let (loss, correct) = model
+                .batch_grad(&params, &refs, &labels, &kind, &mut ws)
+                .unwrap();
+            assert!(
+                (loss - want_loss).abs() < 1e-5,
+                "{workers} workers: loss {loss}"
+            );
+            assert_eq!(correct, want_correct);
+            for (k, (a, b)) in ws[0].grads().iter().zip(one.grads()).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-6 * (1.0 + b.abs()),
+                    "{workers} workers, call {call}, param {k}: {a} vs {b}"
+                );
+            }
+            assert!(ws[1..].iter().all(|w| w.grads().iter().all(|&g| g == 0.0)));
+        }
+    }
+
+    // clipping to half the norm is an Adam step on the halved gradients
+    let g = one.grads().to_vec();
+    let n = grad_norm(&g, 1);
+    let (mut adam, mut want_adam) = (Adam::new(params.len(), 1e-2), Adam::new(params.len(), 1e-2));
+    let mut p = params.clone();
+    let reported = one.apply_adam(&mut adam, &mut p, 2, Some(n / 2.0)).unwrap();
+    assert_eq!(reported, Some(n));
+    let half: Vec<f32> = g.iter().map(|x| x * ((n / 2.0) / n)).collect();
+    let mut want = params.clone();
+    want_adam.step(&mut want, &half);
+    assert_eq!(p, want);
+    assert!(one.grads().iter().all(|&x| x == 0.0));
+
+    // bad arguments are errors
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(one.apply_adam(&mut adam, &mut p, 1, Some(bad)).is_err());
+    }
+    let mut ws = vec![model.workspace(0)];
+    assert!(model
+        .batch_grad(&params, &refs, &labels[..3], &kind, &mut ws)
+        .is_err());
+    assert!(model
+        .batch_grad(&params, &refs, &labels, &kind, &mut [])
+        .is_err());
+    let bad_labels = [0, 2, 1, 1, 0, 2, 3];
+    assert!(model
+        .batch_grad(&params, &refs, &bad_labels, &kind, &mut ws)
+        .is_err());
+    let short_weights = LossKind::CrossEntropy {
+        class_weights: Some(vec![1.0, 1.0]),
+    };
+    assert!(model
+        .batch_grad(&params, &refs, &labels, &short_weights, &mut ws)
+        .is_err());
+    let mut inference = vec![model.workspace(0), model.inference_workspace()];
+    assert!(model
+        .batch_grad(&params, &refs, &labels, &kind, &mut inference)
+        .is_err());
+}

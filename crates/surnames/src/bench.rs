@@ -105,7 +105,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         let r = measure(opts.rounds, opts.budget, 1, || {
             let seq: &[u32] = &names[i % names.len()];
             model.batch_grad(&params, &[seq], &[i % 18], &kind, &mut ws)?;
-            ws[0].apply_adam(&mut adam, &mut params, 1, None);
+            ws[0].apply_adam(&mut adam, &mut params, 1, None)?;
             i += 1;
             Ok(())
         })?;
@@ -163,7 +163,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         let r = pool.install(|| {
             measure(opts.rounds, opts.budget, 64, || {
                 model.batch_grad(&params, &refs, &labels, &kind, &mut ws)?;
-                ws[0].apply_adam(&mut adam, &mut params, opts.threads, None);
+                ws[0].apply_adam(&mut adam, &mut params, opts.threads, None)?;
                 Ok(())
             })
         })?;
@@ -196,7 +196,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
                 let refs: Vec<&[u32]> = idx.iter().map(|&i| names[i].as_slice()).collect();
                 let ys: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
                 model.batch_grad(&params, &refs, &ys, &ce, &mut ws)?;
-                ws[0].apply_adam(&mut adam, &mut params, opts.threads, None);
+                ws[0].apply_adam(&mut adam, &mut params, opts.threads, None)?;
                 Ok(())
             })
         })?;

@@ -291,7 +291,7 @@ pub fn build_run_config(
     let steps_per_epoch = (n_train_hint as u64).div_ceil(tc.batch_size as u64).max(1);
     if tc.preset == "fast" {
         // The tutorial split's test names are the alphabetical tail of each file: models peak
-        // after 3–5 epochs and then over-fit (4 measured best and steadiest over eight seeds);
+        // after 3–4 epochs and then over-fit (4 measured best and steadiest over eight seeds);
         // on the dedup split they keep improving.
         let epochs = if split.kind == "dedup" { 12 } else { 4 };
         tc.steps = epochs * steps_per_epoch;

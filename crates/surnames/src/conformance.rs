@@ -429,7 +429,7 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
             .get(k)
             .ok_or_else(|| anyhow!("{what}: gradient for unknown tensor {k}"))?;
         grad_err = grad_err.max(worst(
-            &model.layout.export(&ws.grads, spec),
+            &model.layout.export(ws.grads(), spec),
             &tensor(v, k)?.data,
         ));
     }
@@ -445,7 +445,7 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
             opt.beta2 = b.get(1).and_then(Value::as_f64).unwrap_or(0.999) as f32;
         }
         opt.eps = a.get("eps").and_then(Value::as_f64).unwrap_or(1e-8) as f32;
-        let grads = ws.grads.clone();
+        let grads = ws.grads().to_vec();
         opt.step(&mut params, &grads);
         for (k, v) in after {
             let spec = model

@@ -454,7 +454,7 @@ pub fn run(
             );
         }
         let clip = (tc.clip_norm > 0.0).then_some(tc.clip_norm);
-        workers[0].apply_adam(&mut adam, &mut params, threads, clip);
+        workers[0].apply_adam(&mut adam, &mut params, threads, clip)?;
         st.step += 1;
         st.window_loss += loss as f64;
         st.window_correct += correct as u64;
