@@ -187,21 +187,32 @@ fn variable_length_batch_equals_one_by_one() {
     }
 }
 
+/// A two-layer bidirectional model with weights 4× SpikingJelly's initialisation, so that the
+/// spikes are non-trivial.
+fn two_layer_bidirectional(
+    cell: CellKind,
+    i: usize,
+    h: usize,
+    rng: &mut ChaCha8Rng,
+) -> (SpikingRnn, Vec<f32>) {
+    let mut cfg = RnnConfig::new(cell, i, h);
+    cfg.num_layers = 2;
+    cfg.bidirectional = true;
+    let mut layout = ParamLayout::new();
+    let rnn = SpikingRnn::new(cfg, &mut layout, "").unwrap();
+    let mut p = vec![0.0; layout.total];
+    rnn.init(&mut p, rng);
+    p.iter_mut().for_each(|w| *w *= 4.0);
+    (rnn, p)
+}
+
 fn check_batch_equals_one_by_one(cell: CellKind, lengths: &[usize]) {
     {
         let (i, h) = (3, 4);
         let t = *lengths.iter().max().unwrap();
         let b = lengths.len();
-        let mut cfg = RnnConfig::new(cell, i, h);
-        cfg.num_layers = 2;
-        cfg.bidirectional = true;
-        let mut layout = ParamLayout::new();
-        let rnn = SpikingRnn::new(cfg, &mut layout, "").unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let mut p = vec![0.0; layout.total];
-        rnn.init(&mut p, &mut rng);
-        // make the spikes non-trivial: larger weights
-        p.iter_mut().for_each(|w| *w *= 4.0);
+        let (rnn, p) = two_layer_bidirectional(cell, i, h, &mut rng);
         let x: Vec<f32> = (0..t * b * i).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let n_st = 4 * b * h;
         let two = cell.states() == 2;
@@ -541,15 +552,7 @@ fn reused_cache_equals_fresh_cache() {
         CellKind::AnnLstm,
     ] {
         for tokens in [false, true] {
-            let mut cfg = RnnConfig::new(cell, i, h);
-            cfg.num_layers = 2;
-            cfg.bidirectional = true;
-            let mut layout = ParamLayout::new();
-            let rnn = SpikingRnn::new(cfg, &mut layout, "").unwrap();
-            let mut rng = ChaCha8Rng::seed_from_u64(21);
-            let mut p = vec![0.0; layout.total];
-            rnn.init(&mut p, &mut rng);
-            p.iter_mut().for_each(|w| *w *= 4.0);
+            let (rnn, p) = two_layer_bidirectional(cell, i, h, &mut ChaCha8Rng::seed_from_u64(21));
             // (output, parameter gradients) of one forward + backward
             let run = |cache: &mut RnnCache, lengths: &[usize], seed: u64| {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
