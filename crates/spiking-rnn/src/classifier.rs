@@ -135,10 +135,12 @@ impl Workspace {
                 )));
             }
         }
-        let norm = max_grad_norm.map(|_| crate::optim::grad_norm(&self.grads, threads));
-        let scale = match (norm, max_grad_norm) {
-            (Some(n), Some(max)) if n > max => max / n,
-            _ => 1.0,
+        let (norm, scale) = match max_grad_norm {
+            Some(max) => {
+                let n = crate::optim::grad_norm(&self.grads, threads);
+                (Some(n), if n > max { max / n } else { 1.0 })
+            }
+            None => (None, 1.0),
         };
         adam.scaled_step_and_zero_grads(params, &mut self.grads, scale, threads);
         self.grads_clean = true;

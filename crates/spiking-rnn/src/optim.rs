@@ -58,14 +58,9 @@ impl Adam {
         self.scaled_step_and_zero_grads(params, grads, 1.0, 1);
     }
 
-    /// [`Self::step_and_zero_grads`] split into `parts` blocks updated in parallel (rayon):
-    /// each core streams its own share of the state.
-    pub fn par_step_and_zero_grads(&mut self, params: &mut [f32], grads: &mut [f32], parts: usize) {
-        self.scaled_step_and_zero_grads(params, grads, 1.0, parts);
-    }
-
     /// The update for the gradients multiplied by `grad_scale` (what gradient clipping does to
-    /// them in place in PyTorch; here in the same pass), over `parts` blocks in parallel.
+    /// them in place in PyTorch; here in the same pass), split into `parts` blocks updated in
+    /// parallel (rayon): each core streams its own share of the state.
     pub fn scaled_step_and_zero_grads(
         &mut self,
         params: &mut [f32],
@@ -149,11 +144,8 @@ struct Hyper {
     decoupled: f32,
 }
 
+/// One block of [`Adam::scaled_step_and_zero_grads`] (lengths checked there).
 fn update_and_zero(h: &Hyper, params: &mut [f32], grads: &mut [f32], m: &mut [f32], v: &mut [f32]) {
-    assert!(
-        params.len() == grads.len() && params.len() == m.len(),
-        "Adam state does not match the parameters"
-    );
     let state = params.iter_mut().zip(grads).zip(m).zip(v);
     // Two loops so that the common unscaled update has no extra multiply.
     if h.grad_scale == 1.0 {
@@ -283,7 +275,7 @@ mod tests {
         for _ in 0..3 {
             a1.step(&mut p1, &g);
             let mut g2 = g.clone();
-            a2.par_step_and_zero_grads(&mut p2, &mut g2, 3);
+            a2.scaled_step_and_zero_grads(&mut p2, &mut g2, 1.0, 3);
             assert!(g2.iter().all(|&x| x == 0.0));
         }
         assert_eq!(p1, p2);
