@@ -268,27 +268,21 @@ mod tests {
         w.weight_decay = Some(WeightDecay::Decoupled(0.5));
         w.step(&mut q, &[1.0]); // p·(1−0.05) then −0.1
         assert!((q[0] - 0.85).abs() < 1e-6, "{}", q[0]);
-        // the fused and parallel variants give the same bits and clear the gradients
+        // the fused, scaled and parallel variants equal a plain step on the scaled gradients,
+        // bit for bit, and clear the gradients
         let g: Vec<f32> = (0..1001).map(|i| (i as f32 - 500.0) * 1e-3).collect();
-        let (mut a1, mut a2) = (Adam::new(1001, 0.01), Adam::new(1001, 0.01));
-        let (mut p1, mut p2) = (vec![0.5f32; 1001], vec![0.5f32; 1001]);
-        for _ in 0..3 {
-            a1.step(&mut p1, &g);
-            let mut g2 = g.clone();
-            a2.scaled_step_and_zero_grads(&mut p2, &mut g2, 1.0, 3);
-            assert!(g2.iter().all(|&x| x == 0.0));
+        for (scale, parts) in [(1.0, 1), (1.0, 3), (0.5, 2)] {
+            let scaled: Vec<f32> = g.iter().map(|x| x * scale).collect();
+            let (mut a1, mut a2) = (Adam::new(1001, 0.01), Adam::new(1001, 0.01));
+            let (mut p1, mut p2) = (vec![0.5f32; 1001], vec![0.5f32; 1001]);
+            for _ in 0..3 {
+                a1.step(&mut p1, &scaled);
+                let mut g2 = g.clone();
+                a2.scaled_step_and_zero_grads(&mut p2, &mut g2, scale, parts);
+                assert!(g2.iter().all(|&x| x == 0.0));
+            }
+            assert_eq!(p1, p2, "scale {scale}, {parts} parts");
         }
-        assert_eq!(p1, p2);
-        // a scaled step equals a step on the scaled gradients
-        let g_half: Vec<f32> = g.iter().map(|x| x * 0.5).collect();
-        let (mut a3, mut a4) = (Adam::new(1001, 0.01), Adam::new(1001, 0.01));
-        let (mut p3, mut p4) = (vec![0.5f32; 1001], vec![0.5f32; 1001]);
-        for _ in 0..3 {
-            a3.step(&mut p3, &g_half);
-            let mut g4 = g.clone();
-            a4.scaled_step_and_zero_grads(&mut p4, &mut g4, 0.5, 2);
-        }
-        assert_eq!(p3, p4);
         let mut s = vec![1.0f32, 2.0];
         Sgd {
             lr: 0.5,
