@@ -17,6 +17,23 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// SHA-256 (hex) of the normalised data: every language and its names in order. Two data
+    /// directories with the same fingerprint give the same splits; a run records it to notice
+    /// being resumed or evaluated on other data.
+    pub fn fingerprint(&self) -> String {
+        let mut text = String::new();
+        for (category, names) in self.categories.iter().zip(&self.names) {
+            text.push_str(category);
+            text.push('\n');
+            for n in names {
+                text.push_str(n);
+                text.push('\n');
+            }
+            text.push('\n');
+        }
+        crate::sha256_hex(text.as_bytes())
+    }
+
     /// Total number of names over all categories.
     pub fn len(&self) -> usize {
         self.names.iter().map(Vec::len).sum()

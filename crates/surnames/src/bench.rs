@@ -1,7 +1,7 @@
 //! Throughput of the tutorial model (I=58, H=256, 18 classes, MSE, Adam, spiking LSTM, clamp on).
 //! Each measurement runs for a fixed wall-time budget several times; the median is reported.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -79,7 +79,27 @@ pub struct BenchOptions {
     pub only: Option<String>,
 }
 
+/// Every key the benchmark can measure (the last three need the names data).
+pub const KEYS: [&str; 8] = [
+    "train_b1_steps_per_s",
+    "adam_steps_per_s",
+    "adam_in_cache_steps_per_s",
+    "infer_b1_seqs_per_s",
+    "train_b64_seqs_per_s",
+    "train_batched_names_per_s",
+    "eval_test_names_per_s",
+    "eval_test_names_per_s_no_prefix_sharing",
+];
+
 pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
+    if let Some(o) = &opts.only {
+        if !KEYS.iter().any(|k| k.contains(o.as_str())) {
+            bail!(
+                "--only {o:?} matches no measurement (keys: {})",
+                KEYS.join(", ")
+            );
+        }
+    }
     let model = tutorial_model(256)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut results = Vec::new();

@@ -26,6 +26,14 @@ pub struct LoadedModel {
 
 /// Named f32 tensors in PyTorch layout → safetensors bytes.
 pub fn tensors_to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
+    tensors_to_bytes_with_metadata(tensors, None)
+}
+
+/// [`tensors_to_bytes`] with string metadata in the header (`__metadata__`).
+pub fn tensors_to_bytes_with_metadata(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -35,7 +43,17 @@ pub fn tensors_to_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Ve
         .zip(&bytes)
         .map(|((n, s, _), b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<Vec<_>>>()?;
-    Ok(safetensors::serialize(views, &None)?)
+    Ok(safetensors::serialize(views, &metadata)?)
+}
+
+/// The string metadata of a safetensors file (empty when it has none).
+pub fn read_metadata(
+    bytes: &[u8],
+    what: &str,
+) -> Result<std::collections::HashMap<String, String>> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow!("{what} is not a valid safetensors file ({e})"))?;
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 /// safetensors bytes → named f32 tensors (F64/F16/BF16 are converted), in file order.
@@ -100,6 +118,9 @@ pub fn save_run(
 }
 
 pub fn load_config(dir: &Path) -> Result<RunConfig> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} is a file, not a run directory", dir.display());
+    }
     if !dir.is_dir() {
         bail!("run directory {} does not exist", dir.display());
     }
@@ -162,36 +183,70 @@ pub fn params_from_tensors(
     Ok(params)
 }
 
-/// Turns a `state_dict` of the tutorial's `Net` (keys `lstm.cells.0.linear_ih.weight`, …,
-/// `fc.weight`, `fc.bias`, saved with `safetensors.torch.save_file`) into a model. Sizes, layer
-/// count and directions are read off the tensors.
+/// Metadata keys of an exported state_dict: the model spec and the output languages, as JSON.
+/// PyTorch ignores them; `import` reads them back so that a round trip keeps the model.
+pub const MODEL_META: &str = "surnames.model";
+pub const CATEGORIES_META: &str = "surnames.categories";
+
+/// The bytes of an exported state_dict: the tensors with SpikingJelly names plus metadata.
+pub fn export_bytes(config: &RunConfig, model: &SeqClassifier, params: &[f32]) -> Result<Vec<u8>> {
+    let metadata = [
+        (
+            MODEL_META.to_string(),
+            serde_json::to_string(&config.model)?,
+        ),
+        (
+            CATEGORIES_META.to_string(),
+            serde_json::to_string(&config.categories)?,
+        ),
+    ]
+    .into();
+    tensors_to_bytes_with_metadata(&state_dict(model, params), Some(metadata))
+}
+
+/// Turns a `state_dict` into a model: one exported by this tool (its metadata gives the model
+/// and languages), or one of the tutorial's `Net` saved from Python (keys
+/// `lstm.cells.0.linear_ih.weight`, …, `fc.weight`, `fc.bias`, saved with
+/// `safetensors.torch.save_file`; sizes, layer count and directions are read off the tensors).
+///
+/// `categories` is the output order of the file (default: its metadata, else `default_categories`).
+/// The outputs are reordered to the alphabetical order that data directories are read in.
+/// `clamp_cell`: the cell-state cap (default: the metadata, else on).
 pub fn import_state_dict(
     bytes: &[u8],
     what: &str,
-    categories: Vec<String>,
-    clamp_cell: bool,
+    categories: Option<Vec<String>>,
+    clamp_cell: Option<bool>,
+    default_categories: Vec<String>,
 ) -> Result<LoadedModel> {
-    let tensors = bytes_to_tensors(bytes, what)?;
-    let shape = |k: &str| {
-        tensors
-            .get(k)
-            .map(|(s, _)| s.clone())
-            .ok_or_else(|| anyhow!("{what} has no tensor '{k}'"))
+    let mut tensors = bytes_to_tensors(bytes, what)?;
+    let meta = read_metadata(bytes, what)?;
+    let spec = match meta.get(MODEL_META) {
+        Some(json) => {
+            let mut spec: ModelSpec = serde_json::from_str(json).with_context(|| {
+                format!("{what}: the model description in its metadata is corrupt")
+            })?;
+            if let Some(c) = clamp_cell {
+                if c != spec.clamp_cell {
+                    bail!(
+                        "{what} was exported from a model with the cell-state cap {}; {} contradicts it",
+                        if spec.clamp_cell { "on" } else { "off" },
+                        if c { "the default (cap on)" } else { "--no-clamp" }
+                    );
+                }
+                spec.clamp_cell = c;
+            }
+            spec
+        }
+        None => tutorial_spec_from_shapes(&tensors, what, clamp_cell.unwrap_or(true))?,
     };
-    let w_ih = shape("lstm.cells.0.linear_ih.weight")?;
-    let fc = shape("fc.weight")?;
-    if w_ih.len() != 2 || fc.len() != 2 || w_ih[0] % 4 != 0 {
-        bail!("{what}: lstm.cells.0.linear_ih.weight must be [4H, I] and fc.weight [C, H]");
-    }
-    let num_layers = (0..)
-        .take_while(|l| tensors.contains_key(&format!("lstm.cells.{l}.linear_ih.weight")))
-        .count();
-    let mut spec = ModelSpec::tutorial(fc[0]);
-    spec.input_size = w_ih[1];
-    spec.hidden_size = w_ih[0] / 4;
-    spec.num_layers = num_layers;
-    spec.bidirectional = tensors.contains_key("lstm.cells_reverse.0.linear_ih.weight");
-    spec.clamp_cell = clamp_cell;
+    let categories = match (categories, meta.get(CATEGORIES_META)) {
+        (Some(c), _) => c,
+        (None, Some(json)) => serde_json::from_str(json)
+            .with_context(|| format!("{what}: the languages in its metadata are corrupt"))?,
+        (None, None) => default_categories,
+    };
+    let categories = check_categories(categories)?;
     if categories.len() != spec.num_classes {
         bail!(
             "{what} has {} outputs but {} categories were given",
@@ -199,8 +254,23 @@ pub fn import_state_dict(
             categories.len()
         );
     }
+    // Output k of the file is categories[k]; store them alphabetically.
+    let mut order: Vec<usize> = (0..categories.len()).collect();
+    order.sort_by(|&x, &y| categories[x].cmp(&categories[y]));
+    for key in ["fc.weight", "fc.bias"] {
+        if let Some((shape, data)) = tensors.get_mut(key) {
+            if shape.first() == Some(&order.len()) {
+                let row = data.len() / order.len();
+                *data = order
+                    .iter()
+                    .flat_map(|&k| data[k * row..(k + 1) * row].to_vec())
+                    .collect();
+            }
+        }
+    }
+    let sorted: Vec<String> = order.iter().map(|&k| categories[k].clone()).collect();
     let config = RunConfig::new(
-        categories,
+        sorted,
         spec,
         SplitSpec::default(),
         None,
@@ -216,4 +286,44 @@ pub fn import_state_dict(
         model,
         params,
     })
+}
+
+/// Language names as given by a user: trimmed, non-empty, distinct.
+fn check_categories(categories: Vec<String>) -> Result<Vec<String>> {
+    let categories: Vec<String> = categories.iter().map(|c| c.trim().to_string()).collect();
+    if categories.iter().any(String::is_empty) {
+        bail!("a language name is empty");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &categories {
+        if !seen.insert(c) {
+            bail!("language {c} is listed twice");
+        }
+    }
+    Ok(categories)
+}
+
+/// The tutorial `Net`'s spec, read off the shapes of a state_dict saved from Python.
+fn tutorial_spec_from_shapes(tensors: &Tensors, what: &str, clamp_cell: bool) -> Result<ModelSpec> {
+    let shape = |k: &str| {
+        tensors
+            .get(k)
+            .map(|(s, _)| s.clone())
+            .ok_or_else(|| anyhow!("{what} has no tensor '{k}' (a state_dict of the tutorial's Net, or a file exported by this tool, is expected)"))
+    };
+    let w_ih = shape("lstm.cells.0.linear_ih.weight")?;
+    let fc = shape("fc.weight")?;
+    if w_ih.len() != 2 || fc.len() != 2 || w_ih[0] % 4 != 0 {
+        bail!("{what}: lstm.cells.0.linear_ih.weight must be [4H, I] and fc.weight [C, H]");
+    }
+    let num_layers = (0..)
+        .take_while(|l| tensors.contains_key(&format!("lstm.cells.{l}.linear_ih.weight")))
+        .count();
+    let mut spec = ModelSpec::tutorial(fc[0]);
+    spec.input_size = w_ih[1];
+    spec.hidden_size = w_ih[0] / 4;
+    spec.num_layers = num_layers;
+    spec.bidirectional = tensors.contains_key("lstm.cells_reverse.0.linear_ih.weight");
+    spec.clamp_cell = clamp_cell;
+    Ok(spec)
 }

@@ -4,7 +4,7 @@ use crate::checkpoint::{self, load_run, save_run, LoadedModel};
 use crate::config::{ModelSpec, RunConfig, SplitSpec, TrainConfig};
 use crate::datasets::{self, encode, Encoded};
 use crate::evaluate::{argmaxes, predict as predict_probs, score};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{self, write_atomic};
 use crate::plots;
 use crate::train::{self, TrainData};
 use anyhow::{bail, Context, Result};
@@ -32,6 +32,18 @@ pub struct DataSourceArgs {
 
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Most worker threads accepted: more only adds memory and scheduling overhead.
+const MAX_THREADS: usize = 256;
+
+/// `--threads` as given (default: all cores), checked.
+fn threads_arg(threads: Option<usize>) -> Result<usize> {
+    let n = threads.unwrap_or_else(default_threads);
+    if n == 0 || n > MAX_THREADS {
+        bail!("--threads must be between 1 and {MAX_THREADS}, got {n}");
+    }
+    Ok(n)
 }
 
 fn set_threads(threads: usize) -> Result<()> {
@@ -105,12 +117,19 @@ pub struct TrainArgs {
     /// Run directory to write (model, config, metrics, plots).
     #[arg(long, value_name = "RUN", required_unless_present = "resume")]
     pub out: Option<PathBuf>,
-    /// Continue an interrupted run in RUN with its saved sampler and optimiser state.
-    #[arg(long, value_name = "RUN", conflicts_with = "out")]
+    /// Continue an interrupted run in RUN with its saved sampler and optimiser state (and the
+    /// settings of its config.json: only --data and --no-verify may be given with it).
+    #[arg(long, value_name = "RUN", conflicts_with_all = [
+        "out", "preset", "episodes", "epochs", "eval_every", "seed", "lr", "batch_size", "hidden",
+        "layers", "bidirectional", "cell", "surrogate", "no_clamp", "clamp", "loss",
+        "class_weights", "sampling", "schedule", "warmup", "weight_decay", "clip", "readout",
+        "dropout", "split", "val_fraction", "patience", "threads",
+    ])]
     pub resume: Option<PathBuf>,
-    /// `tutorial` (1,000,000 single-name steps, MSE, Adam 1e-4) or `fast` (batched recipe).
-    #[arg(long, default_value = "tutorial")]
-    pub preset: String,
+    /// `tutorial` (1,000,000 single-name steps, MSE, Adam 1e-4; the default) or `fast`
+    /// (batched recipe).
+    #[arg(long)]
+    pub preset: Option<String>,
     #[command(flatten)]
     pub source: DataSourceArgs,
     /// Optimiser steps (the tutorial calls them episodes/epochs).
@@ -187,7 +206,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub split: Option<String>,
     /// Hold out this share of the training names for validation / best checkpoint.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub val_fraction: Option<f64>,
     /// Early stopping: evaluations without a better validation score (0 = off).
     #[arg(long)]
@@ -196,6 +215,11 @@ pub struct TrainArgs {
     /// another core); results are reproducible for the same value.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Save what resuming needs at the first evaluation after this many minutes (default 5;
+    /// 0 = at every evaluation), so that a crash or `kill -9` loses at most that much training.
+    /// Does not change the results.
+    #[arg(long, value_name = "MINUTES", allow_negative_numbers = true)]
+    pub checkpoint_minutes: Option<f64>,
 }
 
 /// The configuration a `train` invocation asks for.
@@ -207,7 +231,7 @@ pub fn build_run_config(
     let mut model = ModelSpec::tutorial(categories.len());
     let mut tc = TrainConfig::tutorial();
     let mut split = SplitSpec::default();
-    match a.preset.as_str() {
+    match a.preset.as_deref().unwrap_or("tutorial") {
         "tutorial" => {}
         // The best recipe found for the spiking LSTM (README, "Fast training"): the 2020 cell,
         // batches of 32 names, cross-entropy with square-root inverse-frequency class weights,
@@ -281,10 +305,7 @@ pub fn build_run_config(
     } else {
         default_threads()
     };
-    tc.threads = a.threads.unwrap_or(batch_default);
-    if tc.threads == 0 {
-        bail!("--threads must be ≥ 1");
-    }
+    tc.threads = threads_arg(Some(a.threads.unwrap_or(batch_default)))?;
     if tc.batch_size == 0 {
         bail!("--batch-size must be ≥ 1");
     }
@@ -309,6 +330,28 @@ pub fn build_run_config(
         bail!("--episodes and --eval-every must be ≥ 1");
     }
     tc.eval_every = tc.eval_every.min(tc.steps);
+    // Options that would otherwise be accepted and have no effect.
+    if tc.patience > 0 && split.val_fraction == 0.0 {
+        bail!("--patience needs a validation split (--val-fraction)");
+    }
+    if model.readout == "final" && !model.bidirectional {
+        bail!("--readout final needs --bidirectional (with one direction it is --readout last)");
+    }
+    if tc.class_weights != "none" && tc.loss != "ce" && a.class_weights.is_none() {
+        bail!(
+            "--preset {} weights the loss by class (--class-weights {}), which needs --loss ce; add --class-weights none to train it with --loss {}",
+            tc.preset,
+            tc.class_weights,
+            tc.loss
+        );
+    }
+    let surrogate = spiking_rnn::Surrogate::parse(&model.surrogate)?;
+    if surrogate.alpha <= 0.0 && spiking_rnn::Surrogate::new(surrogate.kind).alpha > 0.0 {
+        bail!(
+            "--surrogate {}: its parameter must be > 0 (0 passes no gradient, a negative one reverses it)",
+            model.surrogate
+        );
+    }
     let cfg = RunConfig::new(categories, model, split, Some(tc), "trained");
     cfg.validate()?;
     Ok(cfg)
@@ -325,19 +368,48 @@ fn prepare(ds: &surnames_data::Dataset, split: &SplitSpec) -> Result<TrainData> 
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    // What can be refused without the data is refused before it is downloaded.
+    if let Some(r) = &a.resume {
+        let cfg = checkpoint::load_config(r)?;
+        if cfg.training.is_none() {
+            bail!(
+                "{} holds an imported model, not a training run",
+                r.display()
+            );
+        }
+        if !train::has_state(r) {
+            bail!(
+                "cannot resume {}: it holds no saved training state (the run stopped before its first save)",
+                r.display()
+            );
+        }
+        if train::is_finished(r)? {
+            bail!(
+                "run {} has already finished; start a new one with --out",
+                r.display()
+            );
+        }
+    }
+    if let Some(out) = &a.out {
+        check_new_run_dir(out)?;
+    }
+    let checkpoint_every = match a.checkpoint_minutes {
+        None => train::CHECKPOINT_EVERY,
+        Some(m) if (0.0..=1e6).contains(&m) => Duration::from_secs_f64(m * 60.0),
+        Some(m) => bail!("--checkpoint-minutes must be between 0 and 1e6, got {m}"),
+    };
     let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
     let (run_dir, cfg, resume) = match &a.resume {
         Some(r) => {
             let cfg = checkpoint::load_config(r)?;
-            if cfg.training.is_none() {
+            if cfg
+                .data_fingerprint
+                .as_ref()
+                .is_some_and(|f| *f != ds.fingerprint())
+            {
                 bail!(
-                    "{} holds an imported model, not a training run",
-                    r.display()
-                );
-            }
-            if train::is_finished(r)? {
-                bail!(
-                    "run {} has already finished; start a new one with --out",
+                    "the names in {} are not the ones run {} was trained on; resume with the same --data",
+                    dir.display(),
                     r.display()
                 );
             }
@@ -345,19 +417,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         None => {
             let out = a.out.clone().context("--out RUN is required")?;
-            if !out.join(train::STATE_FILE).exists()
-                && (out.join(checkpoint::MODEL_FILE).exists()
-                    || out.join(checkpoint::CONFIG_FILE).exists())
-            {
-                bail!("{} already holds a model; use another --out", out.display());
-            }
-            if out.join(train::STATE_FILE).exists() {
-                bail!(
-                    "{} already holds a run; use --resume {} or another --out",
-                    out.display(),
-                    out.display()
-                );
-            }
             // Training-set size for epoch-based settings comes from the split itself.
             let probe = build_run_config(&a, ds.categories.clone(), 1)?;
             let n_train = datasets::split(&ds, &probe.split)?
@@ -365,19 +424,27 @@ pub fn train(a: TrainArgs) -> Result<()> {
                 .iter()
                 .map(Vec::len)
                 .sum();
-            (
-                out,
-                build_run_config(&a, ds.categories.clone(), n_train)?,
-                false,
-            )
+            let mut cfg = build_run_config(&a, ds.categories.clone(), n_train)?;
+            cfg.data_fingerprint = Some(ds.fingerprint());
+            (out, cfg, false)
         }
     };
     datasets::check_categories(&ds, &cfg.categories, &dir)?;
     let data = prepare(&ds, &cfg.split)?;
+    if data.train.is_empty() || data.test.is_empty() {
+        bail!(
+            "the {} split of {} leaves {} training and {} test names; both must be non-empty",
+            cfg.split.kind,
+            dir.display(),
+            data.train.len(),
+            data.test.len()
+        );
+    }
     let tc = cfg.training.clone().context("no training section")?;
     set_threads(tc.threads)?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    fsutil::remove_stale_temp_files(&run_dir);
     // Fail early, before hours of training, if the directory is not writable.
     write_atomic(
         &run_dir.join(checkpoint::CONFIG_FILE),
@@ -409,37 +476,79 @@ pub fn train(a: TrainArgs) -> Result<()> {
         tc.threads,
         run_dir.display()
     );
-    let out = train::run(&run_dir, &cfg, &data, resume, &stop)?;
+    let out = train::run(&run_dir, &cfg, &data, resume, &stop, checkpoint_every)?;
     let secs = out.elapsed_s;
     if out.interrupted {
+        // The command that continues, with the data options this one was given.
+        let mut again = format!("surnames train --resume {}", shell_quote(&run_dir));
+        if let Some(d) = &a.source.data {
+            again.push_str(&format!(" --data {}", shell_quote(d)));
+        }
+        if a.source.no_verify {
+            again.push_str(" --no-verify");
+        }
         eprintln!(
-            "interrupted at step {}; saved to {}. Continue with: surnames train --resume {}",
+            "interrupted at step {}; saved to {}. Continue with: {again}",
             out.steps,
             run_dir.display(),
-            run_dir.display()
         );
         std::process::exit(130);
     }
     if let Some(r) = &out.last {
+        let kept = match &out.best {
+            Some(b) => format!(
+                "; kept the best validation checkpoint (step {}: test accuracy {:.4}, macro-F1 {:.4})",
+                out.best_step, b.test_accuracy, b.test_macro_f1
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "done: {} steps in {:.0}m {:.0}s; test accuracy {:.4}, macro-F1 {:.4}{} → {}",
+            "done: {} steps in {:.0}m {:.0}s; last evaluation: test accuracy {:.4}, macro-F1 {:.4}{kept} → {}",
             out.steps,
             (secs / 60.0).floor(),
             secs % 60.0,
             r.test_accuracy,
             r.test_macro_f1,
-            if data.val.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; kept the best validation checkpoint (step {})",
-                    out.best_step
-                )
-            },
             run_dir.display()
         );
     }
     Ok(())
+}
+
+/// Refuses an `--out` that is a file or already holds a model or a run. A directory with only
+/// the `config.json` of a run that failed before its first save is reused.
+fn check_new_run_dir(out: &std::path::Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is a file, not a directory", out.display());
+    }
+    if train::has_state(out) {
+        if train::is_finished(out).unwrap_or(false) {
+            bail!(
+                "{} already holds a finished run; use another --out",
+                out.display()
+            );
+        }
+        bail!(
+            "{} already holds a run; use --resume {} or another --out",
+            out.display(),
+            out.display()
+        );
+    }
+    if out.join(checkpoint::MODEL_FILE).exists() {
+        bail!("{} already holds a model; use another --out", out.display());
+    }
+    Ok(())
+}
+
+/// `p` as one shell word (quoted when it holds anything but safe characters).
+fn shell_quote(p: &std::path::Path) -> String {
+    let s = p.display().to_string();
+    let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
+    if !s.is_empty() && s.chars().all(safe) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,10 +570,10 @@ pub struct EvalArgs {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    set_threads(a.threads.unwrap_or_else(default_threads))?;
+    set_threads(threads_arg(a.threads)?)?;
     let m = load_run(&a.model)?;
     let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
-    datasets::check_categories(&ds, &m.config.categories, &dir)?;
+    datasets::check_data(&ds, &m.config, &dir)?;
     let lists = datasets::split(&ds, &m.config.split)?;
     let test = encode(&lists.test)?;
     let mut firing = FiringStats::default();
@@ -607,9 +716,24 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         }
     }
     if failed > 0 {
-        bail!("{failed} name(s) could not be read (nothing left after normalisation)");
+        bail!(
+            "{failed} name(s) could not be read (no letters left after normalisation, or too long)"
+        );
     }
     Ok(())
+}
+
+/// Longest name `predict` reads (the longest in the data set has 19 letters; memory grows with
+/// the length).
+const MAX_NAME_LETTERS: usize = 1000;
+
+/// A name for a message: quoted, cut after 40 characters.
+fn short(raw: &str) -> String {
+    if raw.chars().count() <= 40 {
+        format!("{raw:?}")
+    } else {
+        format!("{:?}…", raw.chars().take(40).collect::<String>())
+    }
 }
 
 /// Predicts and prints; returns how many names had nothing left to predict on.
@@ -617,13 +741,21 @@ fn answer(m: &LoadedModel, a: &PredictArgs, names: &[String]) -> Result<usize> {
     let mut ok: Vec<(usize, String)> = Vec::new();
     let mut failed = 0;
     for (i, raw) in names.iter().enumerate() {
-        let n = surnames_data::normalise(raw);
+        // Spaces are letters of the alphabet, but not at either end of a name.
+        let n = surnames_data::normalise(raw.trim());
         if !n.dropped.is_empty() {
             let d: String = n.dropped.iter().collect();
             eprintln!("warning: {raw:?}: ignored characters outside the alphabet: {d:?}");
         }
+        let letters = n.text.chars().count();
         if n.text.is_empty() {
             eprintln!("error: {raw:?}: no letters of the alphabet left to predict on");
+            failed += 1;
+        } else if letters > MAX_NAME_LETTERS {
+            eprintln!(
+                "error: name {} is {letters} letters long; at most {MAX_NAME_LETTERS} are read",
+                short(raw)
+            );
             failed += 1;
         } else {
             ok.push((i, n.text));
@@ -691,7 +823,7 @@ pub fn confusion(a: ConfusionArgs) -> Result<()> {
     set_threads(default_threads())?;
     let m = load_run(&a.model)?;
     let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
-    datasets::check_categories(&ds, &m.config.categories, &dir)?;
+    datasets::check_data(&ds, &m.config, &dir)?;
     let lists = datasets::split(&ds, &m.config.split)?;
     let c = m.config.categories.len();
     let all: Vec<Vec<String>> = (0..c)
@@ -813,11 +945,13 @@ pub struct ImportArgs {
     pub state_dict: PathBuf,
     #[arg(long, value_name = "RUN")]
     pub out: PathBuf,
-    /// The weights come from the 2020 SpikingJelly (no cell-state cap).
+    /// The weights come from the 2020 SpikingJelly (no cell-state cap). Files exported by this
+    /// tool record the cap themselves.
     #[arg(long)]
     pub no_clamp: bool,
-    /// Output order of the Python model, comma-separated (default: the 18 languages
-    /// alphabetically; the Python script uses its directory-listing order).
+    /// Output order of the Python model, comma-separated (default: the order recorded by
+    /// `export`, else the 18 languages alphabetically; the Python script uses its
+    /// directory-listing order). The run stores the outputs in alphabetical order.
     #[arg(long, value_delimiter = ',')]
     pub categories: Option<Vec<String>>,
 }
@@ -825,12 +959,21 @@ pub struct ImportArgs {
 pub fn import(a: ImportArgs) -> Result<()> {
     let bytes = std::fs::read(&a.state_dict)
         .with_context(|| format!("cannot read {}", a.state_dict.display()))?;
-    let cats = a.categories.clone().unwrap_or_else(official_categories);
+    if a.out.exists() && !a.out.is_dir() {
+        bail!("--out {} is a file, not a directory", a.out.display());
+    }
+    if a.out.join(checkpoint::CONFIG_FILE).exists() || a.out.join(checkpoint::MODEL_FILE).exists() {
+        bail!(
+            "{} already holds a model or a run; import into another --out",
+            a.out.display()
+        );
+    }
     let m = checkpoint::import_state_dict(
         &bytes,
         &a.state_dict.display().to_string(),
-        cats,
-        !a.no_clamp,
+        a.categories.clone(),
+        a.no_clamp.then_some(false),
+        official_categories(),
     )?;
     save_run(&a.out, &m.config, &m.model, &m.params)?;
     println!(
@@ -864,12 +1007,15 @@ pub struct ExportArgs {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     let m = load_run(&a.model)?;
-    let tensors = checkpoint::state_dict(&m.model, &m.params);
-    write_atomic(&a.out, &checkpoint::tensors_to_bytes(&tensors)?)?;
+    write_atomic(
+        &a.out,
+        &checkpoint::export_bytes(&m.config, &m.model, &m.params)?,
+    )?;
     println!(
-        "wrote {} ({} tensors; load with safetensors.torch.load_file and Net.load_state_dict)",
+        "wrote {} ({} tensors; load with safetensors.torch.load_file and Net.load_state_dict; outputs in this order: {})",
         a.out.display(),
-        tensors.len()
+        m.model.layout.specs.len(),
+        m.config.categories.join(",")
     );
     Ok(())
 }
@@ -923,10 +1069,10 @@ pub struct BenchArgs {
 }
 
 pub fn bench(a: BenchArgs) -> Result<()> {
-    if !(a.seconds > 0.0 && a.seconds.is_finite()) || a.rounds == 0 {
-        bail!("--seconds must be > 0 and --rounds ≥ 1");
+    if !(a.seconds > 0.0 && a.seconds <= 3600.0) || a.rounds == 0 || a.rounds > 1000 {
+        bail!("--seconds must be in (0, 3600] and --rounds in 1..=1000");
     }
-    let threads = a.threads.unwrap_or_else(default_threads).max(1);
+    let threads = threads_arg(a.threads)?;
     let data_dir = a
         .data
         .clone()
@@ -995,7 +1141,7 @@ mod tests {
 
     fn config(preset: &str, edit: impl FnOnce(&mut TrainArgs)) -> RunConfig {
         let mut a = TrainArgs {
-            preset: preset.into(),
+            preset: Some(preset.into()),
             ..Default::default()
         };
         edit(&mut a);

@@ -27,6 +27,42 @@ pub struct ModelSpec {
     pub readout: String,
 }
 
+/// Largest hidden size, input size, class count or sequence dimension accepted from a user.
+pub const MAX_DIM: usize = 1 << 16;
+/// Most stacked layers accepted from a user.
+pub const MAX_LAYERS: usize = 64;
+/// Most parameters accepted from a user: 1 GiB of weights, 4 GiB with gradients and Adam's
+/// moments. Beyond it a typo (`--hidden 1000000`) would abort on allocation instead of failing.
+pub const MAX_PARAMS: u128 = 1 << 28;
+
+/// Rejects a model whose parameters would not fit in [`MAX_PARAMS`] (counted without overflow,
+/// before anything is allocated). `classes` = 0 counts the recurrent layers only.
+pub fn check_model_size(
+    cell: CellKind,
+    input: usize,
+    hidden: usize,
+    layers: usize,
+    bidirectional: bool,
+    classes: usize,
+) -> Result<()> {
+    let gates: u128 = match cell {
+        CellKind::Lstm | CellKind::AnnLstm => 4,
+        CellKind::Gru => 3,
+        CellKind::Rnn => 1,
+    };
+    let (h, dirs) = (hidden as u128, if bidirectional { 2 } else { 1 });
+    let mut total = 0u128;
+    for l in 0..layers.min(MAX_LAYERS + 1) as u128 {
+        let i = if l == 0 { input as u128 } else { h * dirs };
+        total += dirs * gates * h * (i + h + 2);
+    }
+    total += classes as u128 * (h * dirs + 1);
+    if total > MAX_PARAMS {
+        bail!("the model would have {total} parameters; at most {MAX_PARAMS} are supported");
+    }
+    Ok(())
+}
+
 fn default_readout() -> String {
     "last".into()
 }
@@ -56,6 +92,23 @@ impl ModelSpec {
                 self.cell
             )
         };
+        for (what, n, max) in [
+            ("hidden size", self.hidden_size, MAX_DIM),
+            ("number of layers", self.num_layers, MAX_LAYERS),
+            ("number of classes", self.num_classes, MAX_DIM),
+        ] {
+            if n > max {
+                bail!("{what} {n} is too large (at most {max})");
+            }
+        }
+        check_model_size(
+            cell,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.bidirectional,
+            self.num_classes,
+        )?;
         let mut rnn = RnnConfig::new(cell, self.input_size, self.hidden_size);
         rnn.num_layers = self.num_layers;
         rnn.bidirectional = self.bidirectional;
@@ -211,6 +264,10 @@ pub struct RunConfig {
     pub training: Option<TrainConfig>,
     /// Where the weights came from (`trained`, or the imported file).
     pub origin: String,
+    /// [`surnames_data::Dataset::fingerprint`] of the data the model was trained on (absent for
+    /// imported models and runs of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
 }
 
 impl RunConfig {
@@ -230,6 +287,7 @@ impl RunConfig {
             split,
             training,
             origin: origin.into(),
+            data_fingerprint: None,
         }
     }
 

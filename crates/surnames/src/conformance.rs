@@ -5,6 +5,7 @@
 //! Spikes must match exactly; floats (non-spiking outputs, losses, gradients, the Adam step)
 //! within [`TOLERANCE`] absolute.
 
+use crate::config::{check_model_size, MAX_DIM, MAX_LAYERS};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use spiking_rnn::optim::Adam;
@@ -17,17 +18,40 @@ use spiking_rnn::{
 /// Largest absolute difference accepted for floating-point quantities.
 pub const TOLERANCE: f32 = 1e-5;
 
-/// Worst absolute error of one group of tensors; `exact` groups must be 0.
+/// Worst absolute error of one group of tensors; `exact` groups must be 0. A group whose
+/// reference data the file lacks fails: a case must not pass on what it did not check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group {
     pub name: &'static str,
     pub worst: f32,
     pub exact: bool,
+    pub missing: bool,
 }
 
 impl Group {
+    fn new(name: &'static str, worst: f32, exact: bool) -> Self {
+        Self {
+            name,
+            worst,
+            exact,
+            missing: false,
+        }
+    }
+
+    /// A group with no reference data in the file.
+    fn missing(name: &'static str) -> Self {
+        Self {
+            name,
+            worst: 0.0,
+            exact: false,
+            missing: true,
+        }
+    }
+
     pub fn pass(&self) -> bool {
-        if self.exact {
+        if self.missing {
+            false
+        } else if self.exact {
             self.worst == 0.0
         } else {
             self.worst <= TOLERANCE
@@ -49,6 +73,10 @@ impl CaseReport {
     pub fn line(&self) -> String {
         let mut s = format!("{:<24}", self.name);
         for g in &self.groups {
+            if g.missing {
+                s.push_str(&format!(" {}=missing!", g.name));
+                continue;
+            }
             let mark = if g.pass() { "" } else { "!" };
             s.push_str(&format!(" {}={:.2e}{}", g.name, g.worst, mark));
         }
@@ -111,6 +139,15 @@ fn usize_field(v: &Value, key: &str, what: &str) -> Result<usize> {
         .as_u64()
         .map(|x| x as usize)
         .ok_or_else(|| anyhow!("{what}: '{key}' is not an integer"))
+}
+
+/// A size field of a case: a positive integer no larger than `max`.
+fn size_field(v: &Value, key: &str, what: &str, max: usize) -> Result<usize> {
+    let n = usize_field(v, key, what)?;
+    if n == 0 || n > max {
+        bail!("{what}: '{key}' is {n}; expected 1 to {max}");
+    }
+    Ok(n)
 }
 
 fn surrogate(v: &Value, what: &str) -> Result<Option<Surrogate>> {
@@ -180,11 +217,20 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
     };
     let mut cfg = RnnConfig::new(
         cell,
-        usize_field(c, "input_size", what)?,
-        usize_field(c, "hidden_size", what)?,
+        size_field(c, "input_size", what, MAX_DIM)?,
+        size_field(c, "hidden_size", what, MAX_DIM)?,
     );
-    cfg.num_layers = usize_field(c, "num_layers", what)?;
+    cfg.num_layers = size_field(c, "num_layers", what, MAX_LAYERS)?;
     cfg.bidirectional = field(c, "bidirectional", what)?.as_bool().unwrap_or(false);
+    check_model_size(
+        cell,
+        cfg.input_size,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.bidirectional,
+        0,
+    )
+    .with_context(|| what.to_string())?;
     cfg.bias = c.get("bias").and_then(Value::as_bool).unwrap_or(true);
     let s1_key = if cell == CellKind::Rnn {
         "surrogate_function"
@@ -195,7 +241,10 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
     cfg.surrogate2 = surrogate(c.get("surrogate_function2").unwrap_or(&Value::Null), what)?;
     cfg.clamp_cell = c.get("clamp_cell").and_then(Value::as_bool).unwrap_or(true);
     let spiking = cfg.surrogate1.spiking;
-    let (t, b) = (usize_field(c, "T", what)?, usize_field(c, "batch", what)?);
+    let (t, b) = (
+        size_field(c, "T", what, MAX_DIM)?,
+        size_field(c, "batch", what, MAX_DIM)?,
+    );
 
     let mut layout = ParamLayout::new();
     let rnn = SpikingRnn::new(cfg.clone(), &mut layout, "")?;
@@ -241,17 +290,9 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
         ));
     }
     let mut groups = vec![
-        Group {
-            name: "outputs",
-            worst: worst(cache.output(), &out_ref.data),
-            exact: spiking,
-        },
+        Group::new("outputs", worst(cache.output(), &out_ref.data), spiking),
         // The LSTM cell state is a sum of products of spikes: exact too in spiking mode.
-        Group {
-            name: "states",
-            worst: states_err,
-            exact: spiking,
-        },
+        Group::new("states", states_err, spiking),
     ];
 
     let lw = field(c, "loss_weights", what)?;
@@ -279,19 +320,18 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
             .zip(&w_final.c)
             .map(|(y, w)| y * w)
             .sum::<f32>();
-    let mut loss_err = 0.0f32;
+    let mut loss_err = None::<f32>;
     for (key, ours) in [("loss_out", loss_out), ("loss_full", loss_full)] {
         if let Some(r) = c.get(key).and_then(Value::as_f64) {
-            loss_err = loss_err.max((ours - r as f32).abs());
+            loss_err = Some(loss_err.unwrap_or(0.0).max((ours - r as f32).abs()));
         }
     }
-    groups.push(Group {
-        name: "losses",
-        worst: loss_err,
-        exact: false,
+    groups.push(match loss_err {
+        Some(e) => Group::new("losses", e, false),
+        None => Group::missing("losses"),
     });
 
-    let (mut in_err, mut param_err) = (0.0f32, 0.0f32);
+    let (mut in_err, mut param_err) = (None::<f32>, None::<f32>);
     for (key, d_final) in [
         ("grads_loss_out", None),
         ("grads_loss_full", Some(&w_final)),
@@ -323,29 +363,26 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
                     worst(&layout.export(&grads, spec), &r.data)
                 }
             };
-            if matches!(k.as_str(), "input" | "h0" | "c0") {
-                in_err = in_err.max(e);
+            let group = if matches!(k.as_str(), "input" | "h0" | "c0") {
+                &mut in_err
             } else {
-                param_err = param_err.max(e);
-            }
+                &mut param_err
+            };
+            *group = Some(group.unwrap_or(0.0).max(e));
         }
     }
-    groups.push(Group {
-        name: "input_grads",
-        worst: in_err,
-        exact: false,
-    });
-    groups.push(Group {
-        name: "param_grads",
-        worst: param_err,
-        exact: false,
-    });
+    for (group, err) in [("input_grads", in_err), ("param_grads", param_err)] {
+        groups.push(match err {
+            Some(e) => Group::new(group, e, false),
+            None => Group::missing(group),
+        });
+    }
     Ok(CaseReport { name, groups })
 }
 
 /// One-hot `[T, 1, C]` → letter indices.
 fn one_hot_tokens(x: &Tensor) -> Result<Vec<u32>> {
-    if x.shape.len() != 3 || x.shape[1] != 1 {
+    if x.shape.len() != 3 || x.shape[0] == 0 || x.shape[1] != 1 || x.shape[2] == 0 {
         bail!("tutorial input must be [T, 1, letters], got {:?}", x.shape);
     }
     x.data
@@ -377,7 +414,17 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
     let w_ih = get("lstm.cells.0.linear_ih.weight")
         .ok_or_else(|| anyhow!("{what}: no lstm.cells.0.linear_ih.weight"))?;
     let fc = get("fc.weight").ok_or_else(|| anyhow!("{what}: no fc.weight"))?;
-    let mut rnn = RnnConfig::new(CellKind::Lstm, w_ih.shape[1], w_ih.shape[0] / 4);
+    let (gh, input, classes) = match (w_ih.shape.as_slice(), fc.shape.as_slice()) {
+        (&[gh, i], &[c, _]) if gh % 4 == 0 && gh > 0 && i > 0 && c > 0 => (gh, i, c),
+        _ => bail!(
+            "{what}: lstm.cells.0.linear_ih.weight must be [4H, I] and fc.weight [C, H], got {:?} and {:?}",
+            w_ih.shape,
+            fc.shape
+        ),
+    };
+    check_model_size(CellKind::Lstm, input, gh / 4, 1, false, classes)
+        .with_context(|| what.to_string())?;
+    let mut rnn = RnnConfig::new(CellKind::Lstm, input, gh / 4);
     rnn.clamp_cell = c.get("clamp_cell").and_then(Value::as_bool).unwrap_or(true);
     let model = SeqClassifier::new(ClassifierConfig::new(rnn, fc.shape[0]))?;
     let mut params = vec![0.0; model.num_params()];
@@ -433,8 +480,9 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
             &tensor(v, k)?.data,
         ));
     }
-    let mut adam_err = 0.0f32;
+    let mut adam_err = None::<f32>;
     if let Some(after) = c.get("params_after_adam").and_then(Value::as_object) {
+        let mut err = 0.0f32;
         let a = field(c, "adam", what)?;
         let mut opt = Adam::new(
             params.len(),
@@ -452,43 +500,31 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
                 .layout
                 .get(k)
                 .ok_or_else(|| anyhow!("{what}: unknown tensor {k}"))?;
-            adam_err = adam_err.max(worst(
+            err = err.max(worst(
                 &model.layout.export(&params, spec),
                 &tensor(v, k)?.data,
             ));
         }
         if let Some(sref) = c.get("softmax_after_adam") {
             model.forward(&params, &[&tokens], &mut ws, false)?;
-            adam_err = adam_err.max(worst(ws.probs(), &tensor(sref, "softmax_after_adam")?.data));
+            err = err.max(worst(ws.probs(), &tensor(sref, "softmax_after_adam")?.data));
         }
+        adam_err = Some(err);
     }
     Ok(CaseReport {
         name,
         groups: vec![
-            Group {
-                name: "outputs",
-                worst: out_err,
-                exact: true,
+            Group::new("outputs", out_err, true),
+            Group::new("states", states_err, true),
+            Group::new("logits_loss", float_err, false),
+            if gref.is_empty() {
+                Group::missing("param_grads")
+            } else {
+                Group::new("param_grads", grad_err, false)
             },
-            Group {
-                name: "states",
-                worst: states_err,
-                exact: true,
-            },
-            Group {
-                name: "logits_loss",
-                worst: float_err,
-                exact: false,
-            },
-            Group {
-                name: "param_grads",
-                worst: grad_err,
-                exact: false,
-            },
-            Group {
-                name: "adam_step",
-                worst: adam_err,
-                exact: false,
+            match adam_err {
+                Some(e) => Group::new("adam_step", e, false),
+                None => Group::missing("adam_step"),
             },
         ],
     })

@@ -88,9 +88,36 @@ pub fn encode(lists: &[Vec<String>]) -> Result<Encoded> {
     Ok(e)
 }
 
+/// Checks that the data's languages are the ones the model was trained on, and warns when the
+/// names differ from the training data (the split's test names may then include names the
+/// model was trained on).
+pub fn check_data(ds: &Dataset, cfg: &crate::config::RunConfig, dir: &Path) -> Result<()> {
+    check_categories(ds, &cfg.categories, dir)?;
+    if cfg
+        .data_fingerprint
+        .as_ref()
+        .is_some_and(|f| *f != ds.fingerprint())
+    {
+        eprintln!(
+            "warning: the names in {} are not the ones the model was trained on; its test split may hold training names",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Checks that the data's languages are the ones the model was trained on.
 pub fn check_categories(ds: &Dataset, expected: &[String], dir: &Path) -> Result<()> {
     if ds.categories != expected {
+        let mut sorted = expected.to_vec();
+        sorted.sort();
+        if sorted == ds.categories {
+            bail!(
+                "the model's outputs are the languages of {} in another order ([{}]); data languages are matched in alphabetical order",
+                dir.display(),
+                expected.join(", ")
+            );
+        }
         bail!(
             "the data in {} has languages [{}] but the model was trained on [{}]",
             dir.display(),

@@ -125,3 +125,19 @@ fn sync_dir(dir: &Path) {
 fn with_path(path: &Path, e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
 }
+
+/// Removes the temporary files that [`write_atomic`] left in `dir` when a process was killed
+/// between creating and renaming them (`.<name>.tmp.<pid>.<n>.<nanos>`). Call it only for a
+/// directory this process owns (a run directory being trained into). Best effort.
+pub fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp.") && e.path().is_file() {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}

@@ -59,18 +59,24 @@ fn main() {
         Err(e)
             if matches!(
                 e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion
+                    | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) =>
         {
             e.exit()
         }
         Err(e) => {
-            // clap's message starts with "error: "; keep its first line (the usage follows).
+            // clap's message starts with "error: " and may list the arguments on the next lines
+            // (missing ones, say); keep it on one line and drop the usage that follows.
             let msg = e.to_string();
-            eprintln!(
-                "{} (see --help)",
-                msg.lines().next().unwrap_or("error: bad arguments")
-            );
+            let text: Vec<&str> = msg
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see --help)", text.join(" "));
             std::process::exit(2);
         }
     };

@@ -3,7 +3,9 @@
 //! Evaluates every `eval_every` steps, prints the tutorial's line above a progress bar, and on
 //! completion or Ctrl-C writes the run directory; `resume` carries on from the saved state.
 
-use crate::checkpoint::{bytes_to_tensors, save_run, tensors_to_bytes};
+use crate::checkpoint::{
+    bytes_to_tensors, read_metadata, save_run, tensors_to_bytes_with_metadata, Tensors,
+};
 use crate::config::RunConfig;
 use crate::datasets::{lists_json, Encoded, Lists};
 use crate::evaluate::{argmaxes, predict_shared, score, Scores};
@@ -21,8 +23,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// Where runs of earlier versions kept the training state (now inside [`RESUME_FILE`]).
 pub const STATE_FILE: &str = "train_state.json";
 pub const RESUME_FILE: &str = "resume.safetensors";
+/// The metadata key of [`RESUME_FILE`] that holds the training state as JSON.
+const STATE_KEY: &str = "train_state";
+/// By default a run saves what resuming needs at the first evaluation after this much time, so
+/// that a crash or a kill loses at most this much training.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// One evaluation point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,6 +181,8 @@ pub struct Outcome {
     pub early_stopped: bool,
     pub last: Option<MetricRow>,
     pub best_step: u64,
+    /// The evaluation of the kept checkpoint (with a validation split).
+    pub best: Option<MetricRow>,
     pub elapsed_s: f64,
 }
 
@@ -205,23 +215,108 @@ fn draw_class_uniform(rng: &mut ChaCha8Rng, nonempty: &[usize], starts: &[usize]
     rng.gen_range(starts[c]..starts[c + 1])
 }
 
+/// Whether `dir` holds a saved training state (a run that can be resumed or has finished).
+pub fn has_state(dir: &Path) -> bool {
+    dir.join(RESUME_FILE).exists() || dir.join(STATE_FILE).exists()
+}
+
 /// Whether the run in `dir` has done all its steps.
 pub fn is_finished(dir: &Path) -> Result<bool> {
-    let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot resume: cannot read {}", path.display()))?;
-    let st: TrainState = serde_json::from_str(&text)
-        .with_context(|| format!("cannot resume: {} is corrupt", path.display()))?;
-    Ok(st.finished)
+    Ok(read_resume(dir)?.0.finished)
+}
+
+/// Reads the resume checkpoint: its tensors, and the training state from its metadata (for runs
+/// saved by earlier versions, from `train_state.json`).
+fn read_resume(dir: &Path) -> Result<(TrainState, Tensors)> {
+    let path = dir.join(RESUME_FILE);
+    let what = path.display().to_string();
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("cannot resume: cannot read {what}"))?;
+    let tensors = bytes_to_tensors(&bytes, &what)?;
+    let state = match read_metadata(&bytes, &what)?.remove(STATE_KEY) {
+        Some(json) => serde_json::from_str(&json)
+            .with_context(|| format!("cannot resume: the training state in {what} is corrupt"))?,
+        None => {
+            let legacy = dir.join(STATE_FILE);
+            let text = std::fs::read_to_string(&legacy)
+                .with_context(|| format!("cannot resume: {what} holds no training state"))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("cannot resume: {} is corrupt", legacy.display()))?
+        }
+    };
+    Ok((state, tensors))
+}
+
+/// Writes the resume checkpoint in one atomic rename: parameters, Adam moments and (with a
+/// validation split) the best parameters as tensors, the rest of the state as JSON in the
+/// header. A crash or a second Ctrl-C while saving leaves the old checkpoint or the new one,
+/// never new weights with an old state.
+fn write_resume(
+    dir: &Path,
+    st: &TrainState,
+    params: &[f32],
+    adam: &Adam,
+    best: Option<&[f32]>,
+) -> Result<()> {
+    let n = params.len();
+    let mut tensors = vec![
+        ("params".to_string(), vec![n], params.to_vec()),
+        ("adam.m".to_string(), vec![n], adam.m.clone()),
+        ("adam.v".to_string(), vec![n], adam.v.clone()),
+    ];
+    if let Some(b) = best {
+        tensors.push(("best".to_string(), vec![n], b.to_vec()));
+    }
+    let metadata = [(STATE_KEY.to_string(), serde_json::to_string(st)?)].into();
+    write_atomic(
+        &dir.join(RESUME_FILE),
+        &tensors_to_bytes_with_metadata(&tensors, Some(metadata))?,
+    )?;
+    // A state file of an earlier version would now be stale.
+    let _ = std::fs::remove_file(dir.join(STATE_FILE));
+    Ok(())
+}
+
+/// Saves everything: the resume checkpoint, then the model (the best validation checkpoint when
+/// there is a validation split) with its config, then metrics, arrays, lists and plot. Each part
+/// is tried even if an earlier one failed (a full disk may still take the smaller model file);
+/// the first error is returned.
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    dir: &Path,
+    cfg: &RunConfig,
+    data: &TrainData,
+    model: &SeqClassifier,
+    st: &TrainState,
+    params: &[f32],
+    adam: &Adam,
+    best: Option<&[f32]>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let resume = write_resume(dir, st, params, adam, best);
+    let every = cfg.training.as_ref().map_or(1, |t| t.eval_every);
+    let rest = save_run(dir, cfg, model, best.unwrap_or(params))
+        .and_then(|()| write_outputs(dir, cfg, data, &st.metrics, every));
+    match (resume, rest) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), Ok(())) => Err(e.context(format!(
+            "the model was saved to {}, but not the state to resume from",
+            dir.join(crate::checkpoint::MODEL_FILE).display()
+        ))),
+        (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(e),
+    }
 }
 
 /// Trains, writing everything into `dir`. `resume`: continue from the state saved there.
+/// `checkpoint_every`: the time between saves of the resume state during training (at the
+/// first evaluation after it).
 pub fn run(
     dir: &Path,
     cfg: &RunConfig,
     data: &TrainData,
     resume: bool,
     stop: &AtomicBool,
+    checkpoint_every: std::time::Duration,
 ) -> Result<Outcome> {
     let tc = cfg
         .training
@@ -268,25 +363,9 @@ pub fn run(
         .filter(|&c| data.train.per_class[c] > 0)
         .collect();
 
-    let (mut params, mut adam, mut st, mut workers) = if resume {
-        let state: TrainState = serde_json::from_str(
-            &std::fs::read_to_string(dir.join(STATE_FILE)).with_context(|| {
-                format!(
-                    "cannot resume: {} is missing",
-                    dir.join(STATE_FILE).display()
-                )
-            })?,
-        )
-        .with_context(|| {
-            format!(
-                "cannot resume: {} is corrupt",
-                dir.join(STATE_FILE).display()
-            )
-        })?;
+    let (mut params, mut adam, mut st, mut workers, saved_best) = if resume {
+        let (state, t) = read_resume(dir)?;
         let path = dir.join(RESUME_FILE);
-        let bytes = std::fs::read(&path)
-            .with_context(|| format!("cannot resume: cannot read {}", path.display()))?;
-        let t = bytes_to_tensors(&bytes, &path.display().to_string())?;
         let take = |k: &str| -> Result<Vec<f32>> {
             let (_, v) = t
                 .get(k)
@@ -312,7 +391,12 @@ pub fn run(
                 workers.len()
             );
         }
-        (take("params")?, adam, state, workers)
+        let best = if t.contains_key("best") {
+            Some(take("best")?)
+        } else {
+            None
+        };
+        (take("params")?, adam, state, workers, best)
     } else {
         let params = model.init_params(tc.seed);
         let workers: Vec<_> = (0..threads)
@@ -335,7 +419,13 @@ pub fn run(
             elapsed_s: 0.0,
             finished: false,
         };
-        (params, Adam::new(model.num_params(), tc.lr), state, workers)
+        (
+            params,
+            Adam::new(model.num_params(), tc.lr),
+            state,
+            workers,
+            None,
+        )
     };
     if let Some(wd) = (tc.weight_decay > 0.0).then_some(tc.weight_decay) {
         adam.weight_decay = Some(WeightDecay::L2(wd));
@@ -348,19 +438,18 @@ pub fn run(
         );
     }
     let mut rng = st.sampler_rng.restore()?;
-    let mut best_params = if resume && data.val.is_empty() {
-        None
-    } else {
-        Some(params.clone())
-    };
-    if resume && !data.val.is_empty() {
-        // the best model so far is what model.safetensors holds
-        best_params = Some(
+    // The best parameters by validation score (with a validation split only).
+    let mut best_params = match (data.val.is_empty(), saved_best) {
+        (true, _) => None,
+        (false, Some(b)) => Some(b),
+        // Runs of earlier versions: the best model so far is what model.safetensors holds.
+        (false, None) if resume => Some(
             crate::checkpoint::load_run(dir)
                 .map(|m| m.params)
                 .unwrap_or_else(|_| params.clone()),
-        );
-    }
+        ),
+        (false, None) => Some(params.clone()),
+    };
 
     let pb = ProgressBar::with_draw_target(Some(tc.steps), ProgressDrawTarget::stderr());
     pb.set_style(
@@ -408,6 +497,7 @@ pub fn run(
         metrics.push(row);
     };
     let started = Instant::now();
+    let mut last_checkpoint = started;
     let elapsed0 = st.elapsed_s;
     let mut early_stopped = false;
     let mut batch_idx: Vec<usize> = Vec::with_capacity(tc.batch_size);
@@ -462,6 +552,7 @@ pub fn run(
         pb.inc(1);
 
         if st.step % tc.eval_every == 0 || st.step == tc.steps {
+            check_finite(&params, st.step)?;
             tester.submit(params.clone())?;
             let val = if data.val.is_empty() {
                 None
@@ -501,6 +592,26 @@ pub fn run(
                     st.evals_since_best += 1;
                 }
             }
+            if st.step < tc.steps && last_checkpoint.elapsed() >= checkpoint_every {
+                while let Some(scores) = tester.next(true)? {
+                    complete(&mut waiting, &mut st.metrics, scores);
+                }
+                st.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
+                st.adam_step = adam.step;
+                st.sampler_rng = RngState::of(&rng);
+                st.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
+                save_checkpoint(
+                    dir,
+                    cfg,
+                    data,
+                    &model,
+                    &st,
+                    &params,
+                    &adam,
+                    best_params.as_deref(),
+                )?;
+                last_checkpoint = Instant::now();
+            }
             if tc.patience > 0 && st.evals_since_best >= tc.patience {
                 while let Some(scores) = tester.next(true)? {
                     complete(&mut waiting, &mut st.metrics, scores);
@@ -529,33 +640,40 @@ pub fn run(
     st.sampler_rng = RngState::of(&rng);
     st.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
 
-    // Resume state first, then the model: an interruption while saving leaves a consistent pair.
-    let resume_tensors = vec![
-        ("params".to_string(), vec![params.len()], params.clone()),
-        ("adam.m".to_string(), vec![params.len()], adam.m.clone()),
-        ("adam.v".to_string(), vec![params.len()], adam.v.clone()),
-    ];
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_atomic(&dir.join(RESUME_FILE), &tensors_to_bytes(&resume_tensors)?)?;
-    write_atomic(
-        &dir.join(STATE_FILE),
-        serde_json::to_string(&st)?.as_bytes(),
+    check_finite(&params, st.step)?;
+    save_checkpoint(
+        dir,
+        cfg,
+        data,
+        &model,
+        &st,
+        &params,
+        &adam,
+        best_params.as_deref(),
     )?;
-    let keep = if data.val.is_empty() {
-        &params
-    } else {
-        best_params.as_ref().unwrap_or(&params)
-    };
-    save_run(dir, cfg, &model, keep)?;
-    write_outputs(dir, cfg, data, &st.metrics, tc.eval_every)?;
     Ok(Outcome {
         steps: st.step,
         interrupted,
         early_stopped,
         last: st.metrics.last().cloned(),
         best_step: st.best_step,
+        best: (!data.val.is_empty())
+            .then(|| st.metrics.iter().find(|r| r.step == st.best_step).cloned())
+            .flatten(),
         elapsed_s: st.elapsed_s,
     })
+}
+
+/// A finite loss does not rule out weights that overflowed in the update after it; saving them
+/// would leave a model that cannot be loaded.
+fn check_finite(params: &[f32], step: u64) -> Result<()> {
+    if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+        bail!(
+            "training diverged by step {step}: the weights are no longer finite (parameter {i} is {}), so they were not saved; try a smaller --lr or --clip",
+            params[i]
+        );
+    }
+    Ok(())
 }
 
 /// metrics.csv, the tutorial's arrays, the split lists and TrainingProcess.svg.

@@ -73,3 +73,46 @@ fn malformed_file_is_a_one_line_error() {
     let o = run(&["conformance", "/nonexistent/cases.json"]);
     one_line_error(&o);
 }
+
+/// A case without the reference data of a group fails and names the group: a case must not
+/// pass on what it did not check.
+#[test]
+fn missing_reference_group_fails() {
+    let text = std::fs::read_to_string(golden_dir().join("rnn_cases.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let case = v["cases"][0].as_object_mut().unwrap();
+    for key in ["loss_out", "loss_full", "grads_loss_out", "grads_loss_full"] {
+        case.remove(key);
+    }
+    v["cases"] = serde_json::json!([v["cases"][0].clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nograds.json");
+    std::fs::write(&file, v.to_string()).unwrap();
+    let o = run(&["conformance".as_ref(), file.as_os_str()]);
+    assert!(!o.status.success(), "{}", describe(&o));
+    let s = stdout(&o);
+    assert!(s.contains("param_grads=missing!"), "{s}");
+    assert!(s.contains("0 passed, 1 failed"), "{s}");
+}
+
+/// Crafted shapes and sizes are one-line errors, not panics or allocation failures.
+#[test]
+fn crafted_shapes_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(golden_dir().join("tutorial_net_zou.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut empty_input = v.clone();
+    empty_input["case"]["input"] = serde_json::json!({"shape": [0, 1, 0], "data": []});
+    let mut flat_weight = v.clone();
+    let w = &mut flat_weight["case"]["params"]["lstm.cells.0.linear_ih.weight"];
+    let n = w["data"].as_array().unwrap().len();
+    w["shape"] = serde_json::json!([n]);
+    let rnn = std::fs::read_to_string(golden_dir().join("rnn_cases.json")).unwrap();
+    let mut huge: serde_json::Value = serde_json::from_str(&rnn).unwrap();
+    huge["cases"][0]["hidden_size"] = serde_json::json!(1_000_000_000_000u64);
+    for (i, case) in [empty_input, flat_weight, huge].iter().enumerate() {
+        let file = dir.path().join(format!("crafted{i}.json"));
+        std::fs::write(&file, case.to_string()).unwrap();
+        one_line_error(&run(&["conformance".as_ref(), file.as_os_str()]));
+    }
+}

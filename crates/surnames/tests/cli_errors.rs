@@ -331,13 +331,13 @@ fn bad_train_flag(flag: &[&str], expect: &str) {
         data.as_os_str(),
         os("--out"),
         out.as_os_str(),
-        os("--episodes"),
-        os("10"),
-        os("--hidden"),
-        os("8"),
-        os("--threads"),
-        os("1"),
     ];
+    // Small defaults, unless the flags under test set them.
+    for (k, v) in [("--episodes", "10"), ("--hidden", "8"), ("--threads", "1")] {
+        if !flag.contains(&k) {
+            args.extend([os(k), os(v)]);
+        }
+    }
     args.extend(flag.iter().map(|s| os(s)));
     let line = one_line_error(&run(&args));
     assert!(line.contains(expect), "{flag:?}: {line}");
@@ -370,6 +370,86 @@ fn bad_flag_surrogate() {
 #[test]
 fn bad_flag_split() {
     bad_train_flag(&["--split", "nope"], "nope");
+}
+
+/// Sizes that would exhaust memory or threads are refused before anything is allocated.
+#[test]
+fn bad_flag_sizes() {
+    bad_train_flag(&["--hidden", "1000000"], "too large");
+    bad_train_flag(&["--hidden", "18446744073709551615"], "too large");
+    bad_train_flag(&["--layers", "10000"], "too large");
+    bad_train_flag(&["--hidden", "20000", "--layers", "60"], "parameters");
+    bad_train_flag(&["--threads", "5000"], "--threads");
+}
+
+/// Options that would be accepted and then have no effect, and a preset whose implied setting
+/// conflicts with an explicit one (the message names the implied setting).
+#[test]
+fn bad_flag_combinations() {
+    bad_train_flag(&["--patience", "3"], "--val-fraction");
+    bad_train_flag(&["--readout", "final"], "--bidirectional");
+    bad_train_flag(&["--surrogate", "Erf:0"], "must be > 0");
+    bad_train_flag(&["--surrogate", "Erf:-5"], "must be > 0");
+    bad_train_flag(
+        &["--preset", "fast", "--loss", "mse"],
+        "--class-weights none",
+    );
+    bad_train_flag(&["--val-fraction", "-0.5"], "validation fraction");
+    bad_train_flag(&["--checkpoint-minutes", "-1"], "--checkpoint-minutes");
+}
+
+/// `--resume` takes every setting from the run; other settings are refused, not ignored.
+#[test]
+fn resume_with_other_settings_is_refused() {
+    for flag in [
+        &["--lr", "5"][..],
+        &["--episodes", "10"],
+        &["--preset", "fast"],
+    ] {
+        let mut args = vec![os("train"), os("--resume"), shared_run().as_os_str()];
+        args.extend(flag.iter().map(|s| os(s)));
+        let line = one_line_error(&run(&args));
+        assert!(line.contains("cannot be used with"), "{line}");
+        assert!(line.contains(flag[0]), "{line}");
+    }
+}
+
+/// A missing argument is named; a missing subcommand prints the help (exit 2).
+#[test]
+fn missing_arguments_are_named() {
+    let line = one_line_error(&run(&[os("eval")]));
+    assert!(line.contains("--model"), "{line}");
+    let line = one_line_error(&run(&[os("import"), os("--out"), os("x")]));
+    assert!(line.contains("--state-dict"), "{line}");
+    let o = run::<&str>(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Commands:"), "{}", describe(&o));
+}
+
+/// bench: a key filter that matches nothing and absurd durations are errors.
+#[test]
+fn bad_bench_flags() {
+    let line = one_line_error(&run(&[os("bench"), os("--only"), os("nomatch")]));
+    assert!(line.contains("train_b1_steps_per_s"), "{line}");
+    let line = one_line_error(&run(&[os("bench"), os("--seconds"), os("1e300")]));
+    assert!(line.contains("--seconds"), "{line}");
+}
+
+/// A file where a run directory is expected.
+#[test]
+fn file_instead_of_run_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("afile");
+    std::fs::write(&f, "x").unwrap();
+    assert!(predict_error(&f).contains("is a file"));
+    let line = one_line_error(&run(&[
+        os("train"),
+        os("--data"),
+        data_dir().as_os_str(),
+        os("--out"),
+        f.as_os_str(),
+    ]));
+    assert!(line.contains("is a file"), "{line}");
 }
 
 /// confusion --split nope and data --split nope.

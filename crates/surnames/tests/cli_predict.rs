@@ -187,6 +187,33 @@ fn unreadable_name_fails_alone() {
     }
 }
 
+/// Spaces around a name are not part of it; a name of spaces is unreadable; a name longer than
+/// 1,000 letters is refused alone (memory grows with the length).
+#[test]
+fn spaces_and_overlong_names() {
+    let plain = ok(&predict(
+        shared_run(),
+        &["--json", "--top", "18", "Nakamura"],
+    ));
+    let padded = ok(&predict(
+        shared_run(),
+        &["--json", "--top", "18", "  Nakamura "],
+    ));
+    let (p, q) = (&json_lines(&plain)[0], &json_lines(&padded)[0]);
+    assert_eq!(p["predictions"], q["predictions"]);
+    assert_eq!(q["normalised"], "Nakamura");
+
+    let long = "a".repeat(2000);
+    let o = predict(shared_run(), &["--json", " ", &long, "Zou"]);
+    assert!(o.status.code().is_some_and(|c| c != 0), "{}", describe(&o));
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("2000 letters"), "{err}");
+    let v = json_lines(&stdout(&o));
+    assert_eq!(v.len(), 1, "{}", describe(&o));
+    check_prediction(&v[0], "Zou", "Zou", 3);
+}
+
 /// Only unreadable names: non-zero exit, nothing on stdout, no panic.
 #[test]
 fn only_unreadable_names() {
@@ -377,6 +404,148 @@ fn export_import_round_trip() {
     let a = ok(&predict(m, &names));
     let b = ok(&predict(&back, &names));
     assert_eq!(a, b);
+}
+
+/// Trains a tiny run with `extra` flags into `dir`.
+fn tiny_run(dir: &Path, extra: &[&str]) -> std::path::PathBuf {
+    train_tiny(dir, extra);
+    dir.to_path_buf()
+}
+
+/// export → import keeps what the tensors do not say (the 2020 cell, the readout, another cell
+/// type): the file's metadata carries the model; `--no-clamp` against it is refused.
+#[test]
+fn export_import_round_trip_keeps_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, flags) in [
+        ("noclamp-mean", &["--no-clamp", "--readout", "mean"][..]),
+        ("gru", &["--cell", "gru"]),
+        ("ann", &["--cell", "ann-lstm"]),
+    ] {
+        let m = tiny_run(&tmp.path().join(name), flags);
+        let sd = tmp.path().join(format!("{name}.safetensors"));
+        ok(&run(&[
+            os("export"),
+            os("--model"),
+            m.as_os_str(),
+            os("--out"),
+            sd.as_os_str(),
+        ]));
+        let back = tmp.path().join(format!("{name}-back"));
+        ok(&run(&[
+            os("import"),
+            os("--state-dict"),
+            sd.as_os_str(),
+            os("--out"),
+            back.as_os_str(),
+        ]));
+        let cfg = |d: &Path| {
+            json(&std::fs::read_to_string(d.join("config.json")).unwrap())["model"].clone()
+        };
+        assert_eq!(cfg(&m), cfg(&back), "{name}");
+        let names = ["--json", "--top", "18", "Zou", "Nakamura", "O'Neil"];
+        assert_eq!(
+            ok(&predict(&m, &names)),
+            ok(&predict(&back, &names)),
+            "{name}"
+        );
+    }
+    // The shared run has the cap on: its export contradicts --no-clamp.
+    let sd = tmp.path().join("capped.safetensors");
+    export_shared_state_dict(&sd);
+    let line = one_line_error(&run(&[
+        os("import"),
+        os("--state-dict"),
+        sd.as_os_str(),
+        os("--out"),
+        tmp.path().join("x").as_os_str(),
+        os("--no-clamp"),
+    ]));
+    assert!(line.contains("contradicts"), "{line}");
+}
+
+/// A state_dict whose outputs follow another language order (the Python script's directory
+/// listing) is stored in alphabetical order: predictions per language are unchanged and `eval`
+/// works. Duplicate or empty language names are refused, and so is an `--out` holding a run.
+#[test]
+fn import_with_another_category_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sd = tmp.path().join("sd.safetensors");
+    export_shared_state_dict(&sd);
+    // Reverse the outputs in the file, and say so with --categories.
+    let mut tensors = read_tensors(&sd);
+    for (name, shape, data) in tensors.iter_mut() {
+        if name.starts_with("fc.") {
+            let row = data.len() / shape[0];
+            *data = data.chunks(row).rev().flatten().copied().collect();
+        }
+    }
+    let reversed = tmp.path().join("reversed.safetensors");
+    write_tensors(&reversed, &tensors);
+    let cats: Vec<String> =
+        json(&std::fs::read_to_string(shared_run().join("config.json")).unwrap())["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+    let back = tmp.path().join("back");
+    ok(&run(&[
+        os("import"),
+        os("--state-dict"),
+        reversed.as_os_str(),
+        os("--out"),
+        back.as_os_str(),
+        os("--categories"),
+        os(&cats.join(", ")),
+    ]));
+    for name in ["Zou", "Nakamura", "Dvořák"] {
+        let (a, b) = (
+            probabilities(shared_run(), name),
+            probabilities(&back, name),
+        );
+        for (c, p) in &a {
+            assert!((p - b[c]).abs() < 1e-6, "{name} {c}: {p} vs {}", b[c]);
+        }
+    }
+    let data = data_dir();
+    let eval = |m: &Path| {
+        json(&ok(&run(&[
+            os("eval"),
+            os("--model"),
+            m.as_os_str(),
+            os("--data"),
+            data.as_os_str(),
+            os("--json"),
+        ])))["test_accuracy"]
+            .clone()
+    };
+    assert_eq!(eval(shared_run()), eval(&back));
+
+    let mut dup = cats.clone();
+    dup[1] = dup[0].clone();
+    let mut empty = cats.clone();
+    empty[3] = " ".into();
+    for bad in [dup, empty] {
+        one_line_error(&run(&[
+            os("import"),
+            os("--state-dict"),
+            reversed.as_os_str(),
+            os("--out"),
+            tmp.path().join("bad").as_os_str(),
+            os("--categories"),
+            os(&bad.join(",")),
+        ]));
+    }
+    let line = one_line_error(&run(&[
+        os("import"),
+        os("--state-dict"),
+        sd.as_os_str(),
+        os("--out"),
+        back.as_os_str(),
+    ]));
+    assert!(line.contains("already holds"), "{line}");
 }
 
 /// f32 → IEEE half bits (truncating; values below the half normal range become ±0).

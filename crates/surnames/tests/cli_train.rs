@@ -191,8 +191,8 @@ fn tiny_run_writes_all_outputs() {
     }
 }
 
-/// A second `train --out` into a finished run is refused with a one-line error pointing to
-/// --resume, and the run is left alone.
+/// A second `train --out` into a finished run is refused with a one-line error, and the run is
+/// left alone.
 #[test]
 fn out_into_existing_run_is_refused() {
     let runp = shared_run();
@@ -201,7 +201,10 @@ fn out_into_existing_run_is_refused() {
     let mut args = train_args(&[os("--out"), runp.as_os_str(), os("--seed"), os("9")]);
     args.extend(TINY.iter().map(OsString::from));
     let line = one_line_error(&run(&args));
-    assert!(line.contains("--resume"), "{line}");
+    assert!(
+        line.contains("finished") && line.contains("another --out"),
+        "{line}"
+    );
     assert_eq!(
         before,
         std::fs::read(runp.join("model.safetensors")).unwrap()
@@ -307,8 +310,8 @@ struct Interrupted {
 }
 
 /// Starts `train` (tutorial preset, hidden 16, eval every 100) for `episodes` steps into `runp`
-/// and sends SIGINT once it has printed its second "Epoch" line.
-fn train_and_interrupt(runp: &Path, episodes: u64, threads: &str) -> Interrupted {
+/// and sends `signal` (`INT`, `TERM`, ...) once it has printed its second "Epoch" line.
+fn train_and_interrupt(runp: &Path, episodes: u64, threads: &str, signal: &str) -> Interrupted {
     let ep = episodes.to_string();
     let mut child = surnames()
         .args(train_args(&[
@@ -341,10 +344,10 @@ fn train_and_interrupt(runp: &Path, episodes: u64, threads: &str) -> Interrupted
             epochs += 1;
             if epochs == 2 {
                 let st = Command::new("kill")
-                    .args(["-INT", &child.id().to_string()])
+                    .args([&format!("-{signal}"), &child.id().to_string()])
                     .status()
                     .unwrap();
-                assert!(st.success(), "kill -INT failed");
+                assert!(st.success(), "kill -{signal} failed");
             }
         }
         lines.push(line);
@@ -357,12 +360,13 @@ fn train_and_interrupt(runp: &Path, episodes: u64, threads: &str) -> Interrupted
     }
 }
 
-/// Interrupts a run (retrying with 10× more steps while the run finishes before the signal
-/// lands) and checks exit code 130 and the --resume hint. Returns the step count used.
-fn interrupted_run(runp: &Path, threads: &str) -> (u64, Interrupted) {
+/// Interrupts a run with `signal` (retrying with 10× more steps while the run finishes before
+/// the signal lands) and checks exit code 130 and the --resume hint. Returns the step count
+/// used.
+fn interrupted_run(runp: &Path, threads: &str, signal: &str) -> (u64, Interrupted) {
     let mut episodes = 400;
     loop {
-        let r = train_and_interrupt(runp, episodes, threads);
+        let r = train_and_interrupt(runp, episodes, threads, signal);
         if r.status.success() && episodes < 400_000 {
             // Finished before SIGINT arrived: try again with a longer run.
             std::fs::remove_dir_all(runp).unwrap();
@@ -402,7 +406,7 @@ fn without_time(l: &str) -> String {
 fn interrupted_and_resumed_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = tmp.path().join("interrupted");
-    let (episodes, first) = interrupted_run(&runp, "2");
+    let (episodes, first) = interrupted_run(&runp, "2", "INT");
     let metrics_at_stop = read_csv(&runp.join("metrics.csv")).1.len();
     assert!(
         metrics_at_stop >= 2,
@@ -450,6 +454,168 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     assert_eq!(printed, want, "printed lines differ");
 }
 
+/// SIGTERM (a shutdown, `kill`) saves like Ctrl-C. The --resume hint repeats `--data`;
+/// resuming on other names is refused, on the same names it finishes.
+#[test]
+fn sigterm_saves_and_resume_checks_the_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runp = tmp.path().join("terminated");
+    let (_, first) = interrupted_run(&runp, "1", "TERM");
+    assert!(runp.join("resume.safetensors").is_file());
+    let data = data_dir();
+    assert!(
+        first.stderr.contains(&format!("--data {}", data.display())),
+        "the hint does not repeat --data:\n{}",
+        first.stderr
+    );
+
+    // The same languages with one more English name.
+    let other = tmp.path().join("other-data");
+    std::fs::create_dir(&other).unwrap();
+    for e in std::fs::read_dir(&data).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), other.join(e.file_name())).unwrap();
+    }
+    let mut english = std::fs::read_to_string(other.join("English.txt"))
+        .unwrap()
+        .trim_end()
+        .to_string();
+    english.push_str("\nNewname\n");
+    std::fs::write(other.join("English.txt"), english).unwrap();
+    let line = one_line_error(&run(&[
+        os("train"),
+        os("--resume"),
+        runp.as_os_str(),
+        os("--data"),
+        other.as_os_str(),
+        os("--no-verify"),
+    ]));
+    assert!(line.contains("not the ones"), "{line}");
+    // eval on other names works, with a warning.
+    let o = run(&[
+        os("eval"),
+        os("--model"),
+        runp.as_os_str(),
+        os("--data"),
+        other.as_os_str(),
+        os("--no-verify"),
+        os("--json"),
+    ]);
+    ok(&o);
+    assert!(
+        stderr(&o).contains("warning: the names in"),
+        "{}",
+        describe(&o)
+    );
+
+    ok(&run(&train_args(&[os("--resume"), runp.as_os_str()])));
+    assert!(run(&train_args(&[os("--resume"), runp.as_os_str()]))
+        .status
+        .code()
+        .is_some_and(|c| c == 1));
+}
+
+/// With `--checkpoint-minutes 0` the resume state is saved at every evaluation: after
+/// `kill -9`, `--resume` finishes the run with the metrics and weights of an uninterrupted one.
+#[test]
+fn periodic_checkpoint_survives_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runp = tmp.path().join("killed");
+    let args = |out: &Path, extra: &[&str]| {
+        let mut a = train_args(&[
+            os("--out"),
+            out.as_os_str(),
+            os("--episodes"),
+            os("3000"),
+            os("--eval-every"),
+            os("100"),
+            os("--hidden"),
+            os("16"),
+            os("--threads"),
+            os("1"),
+        ]);
+        a.extend(extra.iter().map(OsString::from));
+        a
+    };
+    let mut child = surnames()
+        .args(args(&runp, &["--checkpoint-minutes", "0"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = runp.join("resume.safetensors");
+    let start = std::time::Instant::now();
+    while !state.exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to save
+    let status = child.wait().unwrap();
+    assert!(state.exists(), "no checkpoint was saved");
+    if status.success() {
+        println!("note: the run finished before it was killed");
+    }
+    if !status.success() {
+        ok(&run(&train_args(&[os("--resume"), runp.as_os_str()])));
+    }
+    let reference = tmp.path().join("reference");
+    ok(&run(&args(&reference, &[])));
+    assert_eq!(
+        metrics_without_elapsed(&runp),
+        metrics_without_elapsed(&reference)
+    );
+    assert_eq!(
+        std::fs::read(runp.join("model.safetensors")).unwrap(),
+        std::fs::read(reference.join("model.safetensors")).unwrap()
+    );
+}
+
+/// A run that failed before its first save leaves only config.json; the directory can be used
+/// again (it was refused as "already holds a model").
+#[test]
+fn dir_of_a_run_that_never_saved_is_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runp = tmp.path().join("failed");
+    std::fs::create_dir(&runp).unwrap();
+    std::fs::write(runp.join("config.json"), "{}").unwrap();
+    train_tiny(&runp, &[]);
+    assert!(runp.join("model.safetensors").is_file());
+}
+
+/// Weights that overflow end the run with a one-line error instead of a "done" and a model
+/// that cannot be loaded.
+#[test]
+fn divergence_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runp = tmp.path().join("diverged");
+    let o = run(&train_args(&[
+        os("--out"),
+        runp.as_os_str(),
+        os("--preset"),
+        os("fast"),
+        os("--cell"),
+        os("ann-lstm"),
+        os("--hidden"),
+        os("8"),
+        os("--episodes"),
+        os("20"),
+        os("--eval-every"),
+        os("10"),
+        os("--lr"),
+        os("1e38"),
+        os("--warmup"),
+        os("0"),
+        os("--clip"),
+        os("0"),
+    ]));
+    // After the line announcing the training, the error is the last line.
+    assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or("");
+    assert!(last.starts_with("error: training diverged"), "{err}");
+    assert!(!runp.join("model.safetensors").exists());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Full disk
 // ---------------------------------------------------------------------------------------------
@@ -479,8 +645,9 @@ fn fill_disk(dir: &Path, keep: u64) -> PathBuf {
     path
 }
 
-/// When the disk fills up while a resumed run saves, the earlier checkpoint stays intact and
-/// usable, the error is one line about space, and resuming again after freeing space works.
+/// When the disk fills up while a resumed run saves, the earlier resume checkpoint stays intact,
+/// the model left in the run loads, the error is one line about space, and resuming again after
+/// freeing space works.
 #[test]
 fn full_disk_keeps_previous_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -498,10 +665,9 @@ fn full_disk_keeps_previous_checkpoint() {
     }
     let _guard = Tmpfs(mnt.clone());
     let runp = mnt.join("run");
-    interrupted_run(&runp, "1");
+    interrupted_run(&runp, "1", "INT");
     let snapshot = |f: &str| std::fs::read(runp.join(f)).unwrap();
-    let model_before = snapshot("model.safetensors");
-    let state_before = snapshot("train_state.json");
+    let state_before = snapshot("resume.safetensors");
 
     // Leave 32 KiB: config.json still fits, the ~62 KB resume.safetensors does not.
     let filler = fill_disk(&mnt, 32 * 1024);
@@ -525,9 +691,9 @@ fn full_disk_keeps_previous_checkpoint() {
 
     println!("full disk: {}", errors[0]);
 
-    // The earlier checkpoint is untouched, no temporary files are left, and it still loads.
-    assert_eq!(model_before, snapshot("model.safetensors"));
-    assert_eq!(state_before, snapshot("train_state.json"));
+    // The earlier resume checkpoint is untouched, no temporary files are left, and the model
+    // (the earlier one, or the newer one if it still fitted) loads.
+    assert_eq!(state_before, snapshot("resume.safetensors"));
     let leftovers: Vec<String> = std::fs::read_dir(&runp)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
