@@ -240,10 +240,26 @@ pub fn import_state_dict(
         }
         None => tutorial_spec_from_shapes(&tensors, what, clamp_cell.unwrap_or(true))?,
     };
-    let categories = match (categories, meta.get(CATEGORIES_META)) {
-        (Some(c), _) => c,
-        (None, Some(json)) => serde_json::from_str(json)
-            .with_context(|| format!("{what}: the languages in its metadata are corrupt"))?,
+    let recorded: Option<Vec<String>> = match meta.get(CATEGORIES_META) {
+        Some(json) => Some(
+            serde_json::from_str(json)
+                .with_context(|| format!("{what}: the languages in its metadata are corrupt"))?,
+        ),
+        None => None,
+    };
+    let categories = match (categories, recorded) {
+        (Some(given), Some(rec)) => {
+            let given = check_categories(given)?;
+            if given != rec {
+                bail!(
+                    "{what} records its output languages as {}; --categories says {}",
+                    rec.join(","),
+                    given.join(",")
+                );
+            }
+            given
+        }
+        (Some(c), None) | (None, Some(c)) => c,
         (None, None) => default_categories,
     };
     let categories = check_categories(categories)?;
@@ -291,6 +307,9 @@ pub fn import_state_dict(
 /// Language names as given by a user: trimmed, non-empty, distinct.
 fn check_categories(categories: Vec<String>) -> Result<Vec<String>> {
     let categories: Vec<String> = categories.iter().map(|c| c.trim().to_string()).collect();
+    if categories.is_empty() {
+        bail!("no languages given");
+    }
     if categories.iter().any(String::is_empty) {
         bail!("a language name is empty");
     }

@@ -37,9 +37,14 @@ fn default_threads() -> usize {
 /// Most worker threads accepted: more only adds memory and scheduling overhead.
 const MAX_THREADS: usize = 256;
 
-/// `--threads` as given (default: all cores), checked.
+/// Most evaluations in one run (each is a row of the metrics kept in the resume state).
+const MAX_EVALUATIONS: u64 = 100_000;
+
+/// `--threads` as given (default: all cores, at most [`MAX_THREADS`]), checked.
 fn threads_arg(threads: Option<usize>) -> Result<usize> {
-    let n = threads.unwrap_or_else(default_threads);
+    let Some(n) = threads else {
+        return Ok(default_threads().min(MAX_THREADS));
+    };
     if n == 0 || n > MAX_THREADS {
         bail!("--threads must be between 1 and {MAX_THREADS}, got {n}");
     }
@@ -118,7 +123,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "RUN", required_unless_present = "resume")]
     pub out: Option<PathBuf>,
     /// Continue an interrupted run in RUN with its saved sampler and optimiser state (and the
-    /// settings of its config.json: only --data and --no-verify may be given with it).
+    /// settings of its config.json: only --data, --no-verify and --checkpoint-minutes may be
+    /// given with it).
     #[arg(long, value_name = "RUN", conflicts_with_all = [
         "out", "preset", "episodes", "epochs", "eval_every", "seed", "lr", "batch_size", "hidden",
         "layers", "bidirectional", "cell", "surrogate", "no_clamp", "clamp", "loss",
@@ -216,8 +222,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Save what resuming needs at the first evaluation after this many minutes (default 5;
-    /// 0 = at every evaluation), so that a crash or `kill -9` loses at most that much training.
-    /// Does not change the results.
+    /// 0 = at every evaluation), so that a crash or `kill -9` loses at most that much training
+    /// plus one evaluation period. Does not change the results.
     #[arg(long, value_name = "MINUTES", allow_negative_numbers = true)]
     pub checkpoint_minutes: Option<f64>,
 }
@@ -303,7 +309,7 @@ pub fn build_run_config(
     let batch_default = if tc.batch_size == 1 {
         1
     } else {
-        default_threads()
+        default_threads().min(MAX_THREADS)
     };
     tc.threads = threads_arg(Some(a.threads.unwrap_or(batch_default)))?;
     if tc.batch_size == 0 {
@@ -328,6 +334,14 @@ pub fn build_run_config(
     set!(eval_every, a.eval_every);
     if tc.steps == 0 || tc.eval_every == 0 {
         bail!("--episodes and --eval-every must be ≥ 1");
+    }
+    // The metrics so far travel in the resume file's header, which safetensors caps at 100 MB.
+    if tc.steps / tc.eval_every.min(tc.steps) > MAX_EVALUATIONS {
+        bail!(
+            "{} steps with an evaluation every {} would be more than {MAX_EVALUATIONS} evaluations; raise --eval-every",
+            tc.steps,
+            tc.eval_every
+        );
     }
     tc.eval_every = tc.eval_every.min(tc.steps);
     // Options that would otherwise be accepted and have no effect.
@@ -444,7 +458,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     set_threads(tc.threads)?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-    fsutil::remove_stale_temp_files(&run_dir);
+    fsutil::remove_stale_temp_files(&run_dir, &[".safetensors", ".json", ".csv", ".npy", ".svg"]);
     // Fail early, before hours of training, if the directory is not writable.
     write_atomic(
         &run_dir.join(checkpoint::CONFIG_FILE),
@@ -454,6 +468,15 @@ pub fn train(a: TrainArgs) -> Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     {
+        // Ctrl-C, SIGTERM and SIGHUP stop and save; but under `nohup` (SIGHUP ignored) a
+        // logout must not stop the run.
+        #[cfg(unix)]
+        // SAFETY: reads the current disposition of SIGHUP into a zeroed struct.
+        let hup_ignored = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+        };
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
@@ -462,6 +485,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
             }
             eprintln!("\nstopping after this step; saving (Ctrl-C again to abort)…");
         });
+        #[cfg(unix)]
+        if hup_ignored {
+            // SAFETY: restores the ignored disposition `nohup` set; no handler is involved.
+            unsafe {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            }
+        }
     }
     eprintln!(
         "training {} ({} cell, hidden {}, {} layer(s)) on {} names, testing on {}; {} steps of batch {}, {} thread(s) → {}",
@@ -1098,6 +1128,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         only: a.only,
     };
     let results = crate::bench::run(&opts)?;
+    if results.is_empty() {
+        bail!(
+            "the measurements selected by --only need the names data (--data DIR or SURNAMES_DATA)"
+        );
+    }
     let machine = machine_description();
     if a.json {
         let mut obj = serde_json::Map::new();

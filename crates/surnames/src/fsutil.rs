@@ -127,17 +127,49 @@ fn with_path(path: &Path, e: &io::Error) -> io::Error {
 }
 
 /// Removes the temporary files that [`write_atomic`] left in `dir` when a process was killed
-/// between creating and renaming them (`.<name>.tmp.<pid>.<n>.<nanos>`). Call it only for a
-/// directory this process owns (a run directory being trained into). Best effort.
-pub fn remove_stale_temp_files(dir: &Path) {
+/// between creating and renaming them: `.<name>.tmp.<pid>.<n>.<nanos>` where `<name>` has one
+/// of `extensions` and process `<pid>` no longer runs (another process may be writing into the
+/// same directory). Best effort.
+pub fn remove_stale_temp_files(dir: &Path, extensions: &[&str]) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(".tmp.") && e.path().is_file() {
+        let Some((target, rest)) = name.strip_prefix('.').and_then(|n| n.split_once(".tmp."))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if extensions.iter().any(|x| target.ends_with(x))
+            && !process_alive(pid)
+            && e.path().is_file()
+        {
             let _ = fs::remove_file(e.path());
         }
+    }
+}
+
+/// Whether process `pid` exists (unknown platforms: assume it does, and keep its files).
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        if pid == std::process::id() {
+            return true;
+        }
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
+        // SAFETY: signal 0 only checks that the process exists and may be signalled.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
     }
 }

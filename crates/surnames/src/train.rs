@@ -277,10 +277,11 @@ fn write_resume(
     Ok(())
 }
 
-/// Saves everything: the resume checkpoint, then the model (the best validation checkpoint when
-/// there is a validation split) with its config, then metrics, arrays, lists and plot. Each part
-/// is tried even if an earlier one failed (a full disk may still take the smaller model file);
-/// the first error is returned.
+/// Saves everything: the model (the best validation checkpoint when there is a validation split)
+/// with its config, metrics, arrays, lists and plot, then the resume checkpoint. The resume
+/// state comes last so that a state marked finished always has its model and outputs beside it;
+/// a save cut short leaves an older resume state, from which `--resume` redoes the steps since.
+/// The model file comes before the larger resume file, so a nearly full disk still gets it.
 #[allow(clippy::too_many_arguments)]
 fn save_checkpoint(
     dir: &Path,
@@ -293,18 +294,15 @@ fn save_checkpoint(
     best: Option<&[f32]>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let resume = write_resume(dir, st, params, adam, best);
     let every = cfg.training.as_ref().map_or(1, |t| t.eval_every);
-    let rest = save_run(dir, cfg, model, best.unwrap_or(params))
-        .and_then(|()| write_outputs(dir, cfg, data, &st.metrics, every));
-    match (resume, rest) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) => Err(e.context(format!(
+    save_run(dir, cfg, model, best.unwrap_or(params))?;
+    write_outputs(dir, cfg, data, &st.metrics, every)?;
+    write_resume(dir, st, params, adam, best).with_context(|| {
+        format!(
             "the model was saved to {}, but not the state to resume from",
             dir.join(crate::checkpoint::MODEL_FILE).display()
-        ))),
-        (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(e),
-    }
+        )
+    })
 }
 
 /// Trains, writing everything into `dir`. `resume`: continue from the state saved there.
@@ -592,26 +590,6 @@ pub fn run(
                     st.evals_since_best += 1;
                 }
             }
-            if st.step < tc.steps && last_checkpoint.elapsed() >= checkpoint_every {
-                while let Some(scores) = tester.next(true)? {
-                    complete(&mut waiting, &mut st.metrics, scores);
-                }
-                st.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
-                st.adam_step = adam.step;
-                st.sampler_rng = RngState::of(&rng);
-                st.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
-                save_checkpoint(
-                    dir,
-                    cfg,
-                    data,
-                    &model,
-                    &st,
-                    &params,
-                    &adam,
-                    best_params.as_deref(),
-                )?;
-                last_checkpoint = Instant::now();
-            }
             if tc.patience > 0 && st.evals_since_best >= tc.patience {
                 while let Some(scores) = tester.next(true)? {
                     complete(&mut waiting, &mut st.metrics, scores);
@@ -622,6 +600,35 @@ pub fn run(
                 ));
                 early_stopped = true;
                 break;
+            }
+            if st.step < tc.steps && last_checkpoint.elapsed() >= checkpoint_every {
+                while let Some(scores) = tester.next(true)? {
+                    complete(&mut waiting, &mut st.metrics, scores);
+                }
+                st.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
+                st.adam_step = adam.step;
+                st.sampler_rng = RngState::of(&rng);
+                st.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
+                // A failed save (a full disk, say) does not end the run: the final save reports.
+                if let Err(e) = save_checkpoint(
+                    dir,
+                    cfg,
+                    data,
+                    &model,
+                    &st,
+                    &params,
+                    &adam,
+                    best_params.as_deref(),
+                ) {
+                    let e = format!("{e:#}").replace('\n', " ");
+                    pb.suspend(|| {
+                        eprintln!(
+                            "warning: could not save a checkpoint at step {}: {e}",
+                            st.step
+                        )
+                    });
+                }
+                last_checkpoint = Instant::now();
             }
         }
         while let Some(scores) = tester.next(false)? {
@@ -734,4 +741,47 @@ fn write_outputs(
         .map_err(anyhow::Error::msg)?;
     save_svg(&dir.join("TrainingProcess.svg"), &svg)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The resume state goes through JSON; its floats (losses, accuracies k/n, the best score)
+    /// must come back bit for bit, or a resumed run's arrays and best-checkpoint choice would
+    /// differ from an uninterrupted run's (serde_json needs its `float_roundtrip` feature).
+    #[test]
+    fn resume_state_floats_round_trip_exactly() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let rows: Vec<MetricRow> = (0..4021u64)
+            .map(|k| MetricRow {
+                step: k,
+                epoch: k as f64 * 32.0 / 16053.0,
+                lr: rng.gen::<f32>() * 3e-3,
+                avg_loss: rng.gen::<f64>() * 2.0,
+                train_accuracy: k as f64 / 4021.0,
+                test_accuracy: rng.gen::<f64>(),
+                test_macro_f1: rng.gen::<f64>(),
+                val_accuracy: Some(k as f64 / 3211.0),
+                val_macro_f1: None,
+                elapsed_s: rng.gen::<f64>() * 600.0,
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).unwrap();
+        let back: Vec<MetricRow> = serde_json::from_str(&json).unwrap();
+        for (a, b) in rows.iter().zip(&back) {
+            for (x, y) in [
+                (a.epoch, b.epoch),
+                (a.avg_loss, b.avg_loss),
+                (a.train_accuracy, b.train_accuracy),
+                (a.test_accuracy, b.test_accuracy),
+                (a.test_macro_f1, b.test_macro_f1),
+                (a.val_accuracy.unwrap(), b.val_accuracy.unwrap()),
+                (a.elapsed_s, b.elapsed_s),
+            ] {
+                assert_eq!(x.to_bits(), y.to_bits(), "{x} came back as {y}");
+            }
+            assert_eq!(a.lr.to_bits(), b.lr.to_bits());
+        }
+    }
 }

@@ -419,6 +419,7 @@ fn resume_with_other_settings_is_refused() {
 fn missing_arguments_are_named() {
     let line = one_line_error(&run(&[os("eval")]));
     assert!(line.contains("--model"), "{line}");
+    assert!(!line.contains("For more information"), "{line}");
     let line = one_line_error(&run(&[os("import"), os("--out"), os("x")]));
     assert!(line.contains("--state-dict"), "{line}");
     let o = run::<&str>(&[]);
@@ -433,6 +434,22 @@ fn bad_bench_flags() {
     assert!(line.contains("train_b1_steps_per_s"), "{line}");
     let line = one_line_error(&run(&[os("bench"), os("--seconds"), os("1e300")]));
     assert!(line.contains("--seconds"), "{line}");
+    // A key that needs the names data, without it.
+    let o = surnames()
+        .args([
+            "bench",
+            "--only",
+            "eval_test",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.01",
+        ])
+        .env_remove("SURNAMES_DATA")
+        .output()
+        .unwrap();
+    let line = one_line_error(&o);
+    assert!(line.contains("--data"), "{line}");
 }
 
 /// A file where a run directory is expected.

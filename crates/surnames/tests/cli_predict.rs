@@ -462,6 +462,25 @@ fn export_import_round_trip_keeps_the_model() {
         os("--no-clamp"),
     ]));
     assert!(line.contains("contradicts"), "{line}");
+    // ... and so does another output order than the one recorded.
+    let mut cats: Vec<String> =
+        json(&std::fs::read_to_string(shared_run().join("config.json")).unwrap())["categories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+    cats.swap(0, 1);
+    let line = one_line_error(&run(&[
+        os("import"),
+        os("--state-dict"),
+        sd.as_os_str(),
+        os("--out"),
+        tmp.path().join("y").as_os_str(),
+        os("--categories"),
+        os(&cats.join(",")),
+    ]));
+    assert!(line.contains("records its output languages"), "{line}");
 }
 
 /// A state_dict whose outputs follow another language order (the Python script's directory
@@ -472,24 +491,25 @@ fn import_with_another_category_order() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = tmp.path().join("sd.safetensors");
     export_shared_state_dict(&sd);
-    // Reverse the outputs in the file, and say so with --categories.
+    // Rotate the outputs in the file (output k is language k + 5), and say so with
+    // --categories. (A rotation, unlike a reversal, is not its own inverse.)
     let mut tensors = read_tensors(&sd);
     for (name, shape, data) in tensors.iter_mut() {
         if name.starts_with("fc.") {
             let row = data.len() / shape[0];
-            *data = data.chunks(row).rev().flatten().copied().collect();
+            data.rotate_left(5 * row);
         }
     }
-    let reversed = tmp.path().join("reversed.safetensors");
+    let reversed = tmp.path().join("rotated.safetensors");
     write_tensors(&reversed, &tensors);
-    let cats: Vec<String> =
+    let mut cats: Vec<String> =
         json(&std::fs::read_to_string(shared_run().join("config.json")).unwrap())["categories"]
             .as_array()
             .unwrap()
             .iter()
-            .rev()
             .map(|c| c.as_str().unwrap().to_string())
             .collect();
+    cats.rotate_left(5);
     let back = tmp.path().join("back");
     ok(&run(&[
         os("import"),

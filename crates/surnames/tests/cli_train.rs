@@ -438,11 +438,7 @@ fn interrupted_and_resumed_equals_uninterrupted() {
         metrics_without_elapsed(&reference),
         "resumed run differs"
     );
-    assert_eq!(
-        std::fs::read(runp.join("model.safetensors")).unwrap(),
-        std::fs::read(reference.join("model.safetensors")).unwrap(),
-        "resumed weights differ"
-    );
+    assert_same_outputs(&runp, &reference);
     let printed: Vec<String> = first
         .stdout
         .iter()
@@ -515,8 +511,38 @@ fn sigterm_saves_and_resume_checks_the_data() {
         .is_some_and(|c| c == 1));
 }
 
+/// The files of two runs that must be identical: weights and the tutorial's float64 arrays
+/// (exact, where metrics.csv is rounded), and metrics.csv without the elapsed times.
+fn assert_same_outputs(a: &Path, b: &Path) {
+    for f in [
+        "model.safetensors",
+        "avg_losses.npy",
+        "accuracy_rec.npy",
+        "test_accu_rec.npy",
+    ] {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+    assert_eq!(metrics_without_elapsed(a), metrics_without_elapsed(b));
+}
+
+/// Turns the resume state of `run` into the format of earlier versions: the training state in
+/// `train_state.json` beside a `resume.safetensors` without metadata.
+fn to_old_format(run: &Path) {
+    let path = run.join("resume.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let state = header.metadata().as_ref().unwrap()["train_state"].clone();
+    std::fs::write(run.join("train_state.json"), state).unwrap();
+    write_tensors(&path, &read_tensors(&path));
+}
+
 /// With `--checkpoint-minutes 0` the resume state is saved at every evaluation: after
-/// `kill -9`, `--resume` finishes the run with the metrics and weights of an uninterrupted one.
+/// `kill -9`, `--resume` finishes the run with the outputs of an uninterrupted one, also from
+/// the resume format of earlier versions (`train_state.json`).
+
 #[test]
 fn periodic_checkpoint_survives_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
@@ -555,18 +581,16 @@ fn periodic_checkpoint_survives_kill_9() {
         println!("note: the run finished before it was killed");
     }
     if !status.success() {
+        to_old_format(&runp);
         ok(&run(&train_args(&[os("--resume"), runp.as_os_str()])));
+        assert!(
+            !runp.join("train_state.json").exists(),
+            "the old state file was left beside the new one"
+        );
     }
     let reference = tmp.path().join("reference");
     ok(&run(&args(&reference, &[])));
-    assert_eq!(
-        metrics_without_elapsed(&runp),
-        metrics_without_elapsed(&reference)
-    );
-    assert_eq!(
-        std::fs::read(runp.join("model.safetensors")).unwrap(),
-        std::fs::read(reference.join("model.safetensors")).unwrap()
-    );
+    assert_same_outputs(&runp, &reference);
 }
 
 /// A run that failed before its first save leaves only config.json; the directory can be used
