@@ -99,7 +99,8 @@ pub fn state_dict(model: &SeqClassifier, params: &[f32]) -> Vec<(String, Vec<usi
         .collect()
 }
 
-/// Writes `model.safetensors` then `config.json`, each atomically.
+/// Writes `model.safetensors` (with the metadata of [`export_bytes`], so that the file alone
+/// can be imported) then `config.json`, each atomically.
 pub fn save_run(
     dir: &Path,
     config: &RunConfig,
@@ -108,8 +109,7 @@ pub fn save_run(
 ) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create run directory {}", dir.display()))?;
-    let tensors = state_dict(model, params);
-    write_atomic(&dir.join(MODEL_FILE), &tensors_to_bytes(&tensors)?)?;
+    write_atomic(&dir.join(MODEL_FILE), &export_bytes(config, model, params)?)?;
     write_atomic(
         &dir.join(CONFIG_FILE),
         serde_json::to_string_pretty(config)?.as_bytes(),
@@ -183,24 +183,26 @@ pub fn params_from_tensors(
     Ok(params)
 }
 
-/// Metadata keys of an exported state_dict: the model spec and the output languages, as JSON.
-/// PyTorch ignores them; `import` reads them back so that a round trip keeps the model.
-pub const MODEL_META: &str = "surnames.model";
-pub const CATEGORIES_META: &str = "surnames.categories";
+/// The metadata key of an exported state_dict: [`ExportMeta`] as JSON. PyTorch ignores it;
+/// `import` reads it back so that a round trip keeps the model. (One key: safetensors writes
+/// its metadata map in no fixed order, and identical runs must give identical files.)
+pub const EXPORT_META: &str = "surnames";
+
+/// What the tensors of an exported state_dict do not say.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ExportMeta {
+    model: ModelSpec,
+    /// Output index → language.
+    categories: Vec<String>,
+}
 
 /// The bytes of an exported state_dict: the tensors with SpikingJelly names plus metadata.
 pub fn export_bytes(config: &RunConfig, model: &SeqClassifier, params: &[f32]) -> Result<Vec<u8>> {
-    let metadata = [
-        (
-            MODEL_META.to_string(),
-            serde_json::to_string(&config.model)?,
-        ),
-        (
-            CATEGORIES_META.to_string(),
-            serde_json::to_string(&config.categories)?,
-        ),
-    ]
-    .into();
+    let meta = ExportMeta {
+        model: config.model.clone(),
+        categories: config.categories.clone(),
+    };
+    let metadata = [(EXPORT_META.to_string(), serde_json::to_string(&meta)?)].into();
     tensors_to_bytes_with_metadata(&state_dict(model, params), Some(metadata))
 }
 
@@ -220,12 +222,18 @@ pub fn import_state_dict(
     default_categories: Vec<String>,
 ) -> Result<LoadedModel> {
     let mut tensors = bytes_to_tensors(bytes, what)?;
-    let meta = read_metadata(bytes, what)?;
-    let spec = match meta.get(MODEL_META) {
-        Some(json) => {
-            let mut spec: ModelSpec = serde_json::from_str(json).with_context(|| {
-                format!("{what}: the model description in its metadata is corrupt")
-            })?;
+    let meta: Option<ExportMeta> = match read_metadata(bytes, what)?.get(EXPORT_META) {
+        Some(json) => Some(serde_json::from_str(json).with_context(|| {
+            format!("{what}: the model description in its metadata is corrupt")
+        })?),
+        None => None,
+    };
+    let (spec, recorded) = match meta {
+        Some(m) => (Some(m.model), Some(m.categories)),
+        None => (None, None),
+    };
+    let spec = match spec {
+        Some(mut spec) => {
             if let Some(c) = clamp_cell {
                 if c != spec.clamp_cell {
                     bail!(
@@ -239,13 +247,6 @@ pub fn import_state_dict(
             spec
         }
         None => tutorial_spec_from_shapes(&tensors, what, clamp_cell.unwrap_or(true))?,
-    };
-    let recorded: Option<Vec<String>> = match meta.get(CATEGORIES_META) {
-        Some(json) => Some(
-            serde_json::from_str(json)
-                .with_context(|| format!("{what}: the languages in its metadata are corrupt"))?,
-        ),
-        None => None,
     };
     let categories = match (categories, recorded) {
         (Some(given), Some(rec)) => {

@@ -348,6 +348,9 @@ pub fn build_run_config(
     if tc.patience > 0 && split.val_fraction == 0.0 {
         bail!("--patience needs a validation split (--val-fraction)");
     }
+    if model.dropout != 0.0 && model.num_layers < 2 {
+        bail!("--dropout applies between stacked layers; it needs --layers 2 or more");
+    }
     if model.readout == "final" && !model.bidirectional {
         bail!("--readout final needs --bidirectional (with one direction it is --readout last)");
     }
@@ -393,7 +396,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         if !train::has_state(r) {
             bail!(
-                "cannot resume {}: it holds no saved training state (the run stopped before its first save)",
+                "cannot resume {}: it holds no saved training state (the run stopped before its first save); start it again with --out {}",
+                r.display(),
                 r.display()
             );
         }
@@ -458,7 +462,22 @@ pub fn train(a: TrainArgs) -> Result<()> {
     set_threads(tc.threads)?;
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    // One training per run directory at a time (released when this process ends, however).
+    let _lock = fsutil::lock_dir(&run_dir)
+        .with_context(|| format!("cannot lock run directory {}", run_dir.display()))?
+        .with_context(|| {
+            format!(
+                "another `surnames train` is using {}; wait for it or use another --out",
+                run_dir.display()
+            )
+        })?;
     fsutil::remove_stale_temp_files(&run_dir, &[".safetensors", ".json", ".csv", ".npy", ".svg"]);
+    // A closed stdout must not kill the training: printing fails quietly instead.
+    #[cfg(unix)]
+    // SAFETY: sets the disposition of SIGPIPE; no handler is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     // Fail early, before hours of training, if the directory is not writable.
     write_atomic(
         &run_dir.join(checkpoint::CONFIG_FILE),
@@ -480,10 +499,10 @@ pub fn train(a: TrainArgs) -> Result<()> {
         let stop = stop.clone();
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted twice: exiting without saving");
+                fsutil::eprint_line("\ninterrupted twice: exiting without saving");
                 std::process::exit(130);
             }
-            eprintln!("\nstopping after this step; saving (Ctrl-C again to abort)…");
+            fsutil::eprint_line("\nstopping after this step; saving (Ctrl-C again to abort)…");
         });
         #[cfg(unix)]
         if hup_ignored {
@@ -493,7 +512,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             }
         }
     }
-    eprintln!(
+    fsutil::eprint_line(&format!(
         "training {} ({} cell, hidden {}, {} layer(s)) on {} names, testing on {}; {} steps of batch {}, {} thread(s) → {}",
         tc.preset,
         cfg.model.cell,
@@ -505,23 +524,32 @@ pub fn train(a: TrainArgs) -> Result<()> {
         tc.batch_size,
         tc.threads,
         run_dir.display()
-    );
-    let out = train::run(&run_dir, &cfg, &data, resume, &stop, checkpoint_every)?;
+    ));
+    // The command that continues, with the data this one used.
+    let mut again = format!("surnames train --resume {}", shell_word(&run_dir));
+    if a.source.data.is_some() || std::env::var_os(surnames_data::ENV_VAR).is_some() {
+        again.push_str(&format!(" --data {}", shell_word(&dir)));
+    }
+    if a.source.no_verify {
+        again.push_str(" --no-verify");
+    }
+    let out = match train::run(&run_dir, &cfg, &data, resume, &stop, checkpoint_every) {
+        Ok(out) => out,
+        // An earlier checkpoint survives a failure (a full disk, say): say how to go on.
+        Err(e) if train::has_state(&run_dir) && !train::is_finished(&run_dir).unwrap_or(true) => {
+            return Err(e.context(format!(
+                "the checkpoint saved earlier is intact; after fixing this, continue with: {again}"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let secs = out.elapsed_s;
     if out.interrupted {
-        // The command that continues, with the data options this one was given.
-        let mut again = format!("surnames train --resume {}", shell_quote(&run_dir));
-        if let Some(d) = &a.source.data {
-            again.push_str(&format!(" --data {}", shell_quote(d)));
-        }
-        if a.source.no_verify {
-            again.push_str(" --no-verify");
-        }
-        eprintln!(
+        fsutil::eprint_line(&format!(
             "interrupted at step {}; saved to {}. Continue with: {again}",
             out.steps,
             run_dir.display(),
-        );
+        ));
         std::process::exit(130);
     }
     if let Some(r) = &out.last {
@@ -532,7 +560,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             ),
             None => String::new(),
         };
-        eprintln!(
+        fsutil::eprint_line(&format!(
             "done: {} steps in {:.0}m {:.0}s; last evaluation: test accuracy {:.4}, macro-F1 {:.4}{kept} → {}",
             out.steps,
             (secs / 60.0).floor(),
@@ -540,13 +568,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
             r.test_accuracy,
             r.test_macro_f1,
             run_dir.display()
-        );
+        ));
     }
     Ok(())
 }
 
-/// Refuses an `--out` that is a file or already holds a model or a run. A directory with only
-/// the `config.json` of a run that failed before its first save is reused.
+/// Refuses an `--out` that is a file or already holds a model or a run. The directory of a
+/// training run that stopped before its first complete save (config.json, maybe a model, no
+/// resume state) is reused.
 fn check_new_run_dir(out: &std::path::Path) -> Result<()> {
     if out.exists() && !out.is_dir() {
         bail!("--out {} is a file, not a directory", out.display());
@@ -564,15 +593,22 @@ fn check_new_run_dir(out: &std::path::Path) -> Result<()> {
             out.display()
         );
     }
-    if out.join(checkpoint::MODEL_FILE).exists() {
+    // A model without a training state is kept unless it is the first save of a training run
+    // cut short (its config has a training section): that run is started again.
+    let training_run = checkpoint::load_config(out).is_ok_and(|c| c.training.is_some());
+    if out.join(checkpoint::MODEL_FILE).exists() && !training_run {
         bail!("{} already holds a model; use another --out", out.display());
     }
     Ok(())
 }
 
-/// `p` as one shell word (quoted when it holds anything but safe characters).
-fn shell_quote(p: &std::path::Path) -> String {
-    let s = p.display().to_string();
+/// `p` as one shell word: quoted when it holds anything but safe characters, and a relative
+/// path starting with `-` prefixed with `./` so that it is not read as an option.
+fn shell_word(p: &std::path::Path) -> String {
+    let mut s = p.display().to_string();
+    if s.starts_with('-') {
+        s.insert_str(0, "./");
+    }
     let safe = |c: char| c.is_ascii_alphanumeric() || "/._-+:,@%=".contains(c);
     if !s.is_empty() && s.chars().all(safe) {
         s
@@ -717,12 +753,23 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     if !a.names.is_empty() {
         failed += answer(&m, &a, &a.names)?;
     } else if !stdin.is_terminal() {
-        let names: Vec<String> = stdin
-            .lock()
-            .lines()
-            .collect::<std::io::Result<_>>()
-            .context("cannot read stdin")?;
-        let names: Vec<String> = names.into_iter().filter(|n| !n.trim().is_empty()).collect();
+        // Line by line, so that one line that is not UTF-8 fails alone.
+        let mut names = Vec::new();
+        for (i, line) in stdin.lock().split(b'\n').enumerate() {
+            let line = line.context("cannot read stdin")?;
+            match String::from_utf8(line) {
+                Ok(n) => {
+                    let n = n.trim_end_matches('\r');
+                    if !n.trim().is_empty() {
+                        names.push(n.to_string());
+                    }
+                }
+                Err(_) => {
+                    eprintln!("error: line {} of stdin is not UTF-8 text", i + 1);
+                    failed += 1;
+                }
+            }
+        }
         failed += answer(&m, &a, &names)?;
     } else {
         loop {
@@ -849,6 +896,9 @@ pub struct ConfusionArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Most random draws `confusion` makes (each is kept in memory).
+const MAX_SAMPLES: usize = 10_000_000;
+
 pub fn confusion(a: ConfusionArgs) -> Result<()> {
     set_threads(default_threads())?;
     let m = load_run(&a.model)?;
@@ -872,8 +922,8 @@ pub fn confusion(a: ConfusionArgs) -> Result<()> {
         Some("all") => encode(&all)?,
         Some(other) => bail!("unknown --split '{other}' (expected test, train or all)"),
         None => {
-            if a.samples == 0 {
-                bail!("--samples must be ≥ 1");
+            if a.samples == 0 || a.samples > MAX_SAMPLES {
+                bail!("--samples must be between 1 and {MAX_SAMPLES}");
             }
             let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
             let mut draws = vec![Vec::new(); c];
@@ -1037,6 +1087,32 @@ pub struct ExportArgs {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     let m = load_run(&a.model)?;
+    // Never over a file of a run directory (its own config, weights or resume state).
+    let run_file = [
+        checkpoint::CONFIG_FILE,
+        checkpoint::MODEL_FILE,
+        train::RESUME_FILE,
+        train::STATE_FILE,
+    ]
+    .iter()
+    .any(|f| a.out.file_name() == Some(std::ffi::OsStr::new(f)));
+    let in_run_dir = a
+        .out
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
+        .is_some_and(|p| p.join(checkpoint::CONFIG_FILE).exists());
+    if run_file && in_run_dir {
+        bail!(
+            "--out {} would overwrite a file of a run directory; choose another name",
+            a.out.display()
+        );
+    }
     write_atomic(
         &a.out,
         &checkpoint::export_bytes(&m.config, &m.model, &m.params)?,
@@ -1173,6 +1249,17 @@ fn machine_description() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The resume hint's paths paste back as one argument each, never as an option.
+    #[test]
+    fn shell_words() {
+        let w = |s: &str| shell_word(std::path::Path::new(s));
+        assert_eq!(w("runs/a-1"), "runs/a-1");
+        assert_eq!(w("-dash"), "./-dash");
+        assert_eq!(w("my run"), "'my run'");
+        assert_eq!(w("it's"), "'it'\\''s'");
+        assert_eq!(w("$HOME`x`"), "'$HOME`x`'");
+    }
 
     fn config(preset: &str, edit: impl FnOnce(&mut TrainArgs)) -> RunConfig {
         let mut a = TrainArgs {

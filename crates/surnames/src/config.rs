@@ -195,6 +195,12 @@ impl TrainConfig {
         if self.batch_size == 0 || self.steps == 0 || self.eval_every == 0 || self.threads == 0 {
             bail!("batch size, steps, eval-every and threads must all be ≥ 1");
         }
+        if self.batch_size > MAX_DIM {
+            bail!(
+                "batch size {} is too large (at most {MAX_DIM})",
+                self.batch_size
+            );
+        }
         if !["mse", "ce"].contains(&self.loss.as_str()) {
             bail!("unknown loss '{}' (expected mse or ce)", self.loss);
         }

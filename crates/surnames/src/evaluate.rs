@@ -65,7 +65,18 @@ pub fn predict(
     if let Some(f) = firing {
         *f = total;
     }
+    check_finite_outputs(&probs)?;
     Ok(probs)
+}
+
+/// Weights that are finite but huge (an edited or foreign file) can overflow the logits.
+fn check_finite_outputs(probs: &[f32]) -> Result<()> {
+    if probs.iter().any(|p| !p.is_finite()) {
+        anyhow::bail!(
+            "the model's outputs are not finite numbers (its weights are too large to evaluate)"
+        );
+    }
+    Ok(())
 }
 
 /// Softmax outputs `[N, C]`, computing every distinct prefix once (see
@@ -76,7 +87,9 @@ pub fn predict_shared(
     seqs: &[Vec<u32>],
 ) -> Result<Vec<f32>> {
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-    Ok(model.predict_prefix_shared(params, &refs)?)
+    let probs = model.predict_prefix_shared(params, &refs)?;
+    check_finite_outputs(&probs)?;
+    Ok(probs)
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]

@@ -173,3 +173,39 @@ fn process_alive(pid: u32) -> bool {
         true
     }
 }
+
+/// Prints a line on stdout; a closed or failing stdout is ignored (`println!` would panic).
+pub fn print_line(line: &str) {
+    let _ = writeln!(io::stdout().lock(), "{line}");
+}
+
+/// Prints a line on stderr; a closed or failing stderr is ignored.
+pub fn eprint_line(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+/// An exclusive lock on a directory (`.surnames.lock` in it), held until dropped or the process
+/// ends, however it ends. `None` when another process holds it.
+pub struct DirLock(#[allow(dead_code)] File);
+
+pub fn lock_dir(dir: &Path) -> io::Result<Option<DirLock>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".surnames.lock"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; non-blocking.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+    }
+    Ok(Some(DirLock(file)))
+}

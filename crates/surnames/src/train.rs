@@ -91,6 +91,42 @@ struct TrainState {
     finished: bool,
 }
 
+impl TrainState {
+    /// Rejects a state that this run cannot have saved (a damaged or edited resume file), before
+    /// it can index out of bounds or mark the run finished without training.
+    fn check(&self, steps: u64, n_train: usize) -> Result<()> {
+        let bad = |what: &str| Err(anyhow::anyhow!("the training state is corrupt: {what}"));
+        if self.step >= steps && !self.finished {
+            return bad(&format!(
+                "step {} is not below the run's {steps} steps",
+                self.step
+            ));
+        }
+        if self.step > steps {
+            return bad(&format!(
+                "step {} is beyond the run's {steps} steps",
+                self.step
+            ));
+        }
+        if self.adam_step != self.step {
+            return bad(&format!(
+                "{} optimiser steps for {} training steps",
+                self.adam_step, self.step
+            ));
+        }
+        if !(self.shuffle_order.is_empty() || self.shuffle_order.len() == n_train)
+            || self.shuffle_pos > self.shuffle_order.len()
+            || self.shuffle_order.iter().any(|&i| i as usize >= n_train)
+        {
+            return bad("the shuffled order does not fit the training names");
+        }
+        if self.metrics.iter().any(|r| r.step > self.step) || self.best_step > self.step {
+            return bad("it holds evaluations after its own step");
+        }
+        Ok(())
+    }
+}
+
 /// The data of a run, encoded.
 pub struct TrainData {
     pub lists: Lists,
@@ -364,12 +400,21 @@ pub fn run(
     let (mut params, mut adam, mut st, mut workers, saved_best) = if resume {
         let (state, t) = read_resume(dir)?;
         let path = dir.join(RESUME_FILE);
+        state
+            .check(tc.steps, data.train.len())
+            .with_context(|| format!("cannot resume from {}", path.display()))?;
         let take = |k: &str| -> Result<Vec<f32>> {
             let (_, v) = t
                 .get(k)
                 .with_context(|| format!("{} has no '{k}'", path.display()))?;
             if v.len() != model.num_params() {
                 bail!("{} does not match the model in config.json", path.display());
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                bail!(
+                    "cannot resume: '{k}' in {} holds a non-finite value (the file is damaged)",
+                    path.display()
+                );
             }
             Ok(v.clone())
         };
@@ -455,9 +500,11 @@ pub fn run(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     pb.set_position(st.step);
+    // A closed stdout (`train … | head`, a `tee` that died) must not end the training: lines
+    // that cannot be written are dropped (SIGPIPE is ignored during training).
     let say = |line: String| {
         if pb.is_hidden() {
-            println!("{line}")
+            crate::fsutil::print_line(&line);
         } else {
             pb.println(line)
         }
@@ -622,10 +669,10 @@ pub fn run(
                 ) {
                     let e = format!("{e:#}").replace('\n', " ");
                     pb.suspend(|| {
-                        eprintln!(
+                        crate::fsutil::eprint_line(&format!(
                             "warning: could not save a checkpoint at step {}: {e}",
                             st.step
-                        )
+                        ))
                     });
                 }
                 last_checkpoint = Instant::now();

@@ -380,6 +380,8 @@ fn bad_flag_sizes() {
     bad_train_flag(&["--layers", "10000"], "too large");
     bad_train_flag(&["--hidden", "20000", "--layers", "60"], "parameters");
     bad_train_flag(&["--threads", "5000"], "--threads");
+    bad_train_flag(&["--batch-size", "1000000000"], "batch size");
+    bad_train_flag(&["--batch-size", "18446744073709551615"], "batch size");
 }
 
 /// Options that would be accepted and then have no effect, and a preset whose implied setting
@@ -396,6 +398,7 @@ fn bad_flag_combinations() {
     );
     bad_train_flag(&["--val-fraction", "-0.5"], "validation fraction");
     bad_train_flag(&["--checkpoint-minutes", "-1"], "--checkpoint-minutes");
+    bad_train_flag(&["--dropout", "0.5"], "--layers 2");
 }
 
 /// `--resume` takes every setting from the run; other settings are refused, not ignored.
@@ -450,6 +453,25 @@ fn bad_bench_flags() {
         .unwrap();
     let line = one_line_error(&o);
     assert!(line.contains("--data"), "{line}");
+}
+
+/// `export` never writes over a file of a run directory, such as the run's own config.
+#[test]
+fn export_over_a_run_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = copy_of_shared_model(&tmp.path().join("m"));
+    let before = std::fs::read(m.join("config.json")).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        let line = one_line_error(&run(&[
+            os("export"),
+            os("--model"),
+            m.as_os_str(),
+            os("--out"),
+            m.join(f).as_os_str(),
+        ]));
+        assert!(line.contains("would overwrite"), "{line}");
+    }
+    assert_eq!(before, std::fs::read(m.join("config.json")).unwrap());
 }
 
 /// A file where a run directory is expected.

@@ -214,6 +214,59 @@ fn spaces_and_overlong_names() {
     check_prediction(&v[0], "Zou", "Zou", 3);
 }
 
+/// A stdin line that is not UTF-8 fails alone; the other names are answered.
+#[test]
+fn non_utf8_stdin_line_fails_alone() {
+    use std::io::Write;
+    let mut child = surnames()
+        .args(["predict", "--json", "--model"])
+        .arg(shared_run())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Zou\nNov\xe1k\nSmith\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.code().is_some_and(|c| c != 0), "{}", describe(&o));
+    assert!(stderr(&o).contains("line 2"), "{}", describe(&o));
+    let v = json_lines(&stdout(&o));
+    assert_eq!(v.len(), 2, "{}", describe(&o));
+    check_prediction(&v[0], "Zou", "Zou", 3);
+    check_prediction(&v[1], "Smith", "Smith", 3);
+}
+
+/// Weights so large that the outputs overflow: an error, not `null` probabilities.
+#[test]
+fn overflowing_weights_are_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sd = tmp.path().join("sd.safetensors");
+    export_shared_state_dict(&sd);
+    let mut tensors = read_tensors(&sd);
+    for (name, _, data) in tensors.iter_mut() {
+        if name == "fc.weight" {
+            data.iter_mut().for_each(|w| *w = 3e38);
+        }
+    }
+    let huge = tmp.path().join("huge.safetensors");
+    write_tensors(&huge, &tensors);
+    let back = tmp.path().join("back");
+    ok(&run(&[
+        os("import"),
+        os("--state-dict"),
+        huge.as_os_str(),
+        os("--out"),
+        back.as_os_str(),
+    ]));
+    let line = one_line_error(&predict(&back, &["--json", "Nakamura"]));
+    assert!(line.contains("not finite"), "{line}");
+}
+
 /// Only unreadable names: non-zero exit, nothing on stdout, no panic.
 #[test]
 fn only_unreadable_names() {
@@ -449,6 +502,16 @@ fn export_import_round_trip_keeps_the_model() {
             ok(&predict(&back, &names)),
             "{name}"
         );
+        // A run's own model.safetensors carries the same description.
+        let again = tmp.path().join(format!("{name}-again"));
+        ok(&run(&[
+            os("import"),
+            os("--state-dict"),
+            m.join("model.safetensors").as_os_str(),
+            os("--out"),
+            again.as_os_str(),
+        ]));
+        assert_eq!(cfg(&m), cfg(&again), "{name}");
     }
     // The shared run has the cap on: its export contradicts --no-clamp.
     let sd = tmp.path().join("capped.safetensors");

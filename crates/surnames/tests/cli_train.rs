@@ -605,6 +605,142 @@ fn dir_of_a_run_that_never_saved_is_reused() {
     assert!(runp.join("model.safetensors").is_file());
 }
 
+/// The tiny tutorial run of `train_args` into `out` for `episodes` steps.
+fn tiny_args(out: &Path, episodes: &str) -> Vec<OsString> {
+    train_args(&[
+        os("--out"),
+        out.as_os_str(),
+        os("--episodes"),
+        os(episodes),
+        os("--eval-every"),
+        os("100"),
+        os("--hidden"),
+        os("16"),
+        os("--threads"),
+        os("1"),
+    ])
+}
+
+/// `train … | head -1`: the closed stdout does not end the training, which finishes and saves.
+#[test]
+fn closed_stdout_does_not_stop_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runp = tmp.path().join("piped");
+    let mut child = surnames()
+        .args(tiny_args(&runp, "2000"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap(); // the reader is dropped here: the pipe closes
+    assert!(first.starts_with("Epoch "), "{first}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(read_csv(&runp.join("metrics.csv")).1.len(), 20);
+}
+
+/// A second training into a directory in use is refused, even before the first one saved.
+#[test]
+fn run_dir_in_use_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runp = tmp.path().join("busy");
+    let mut first = surnames()
+        .args(tiny_args(&runp, "1000000"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !runp.join("config.json").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = run(&tiny_args(&runp, "200"));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let line = one_line_error(&second);
+    assert!(line.contains("another `surnames train`"), "{line}");
+}
+
+/// The files of the resume state of `run`, rewritten by `edit` (training state as JSON, tensors).
+fn edit_resume_state(
+    run: &Path,
+    edit: impl FnOnce(&mut serde_json::Value, &mut Vec<(String, Vec<usize>, Vec<f32>)>),
+) {
+    let path = run.join("resume.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_str(&header.metadata().as_ref().unwrap()["train_state"]).unwrap();
+    let mut tensors = read_tensors(&path);
+    edit(&mut state, &mut tensors);
+    let data: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((n, s, _), b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    let meta = [("train_state".to_string(), state.to_string())].into();
+    std::fs::write(&path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+}
+
+/// A damaged or edited resume state is refused with a clear error: a step past the end (it
+/// would mark the run finished without training), an out-of-range shuffled index (it would
+/// index out of bounds) and a non-finite weight (it would look like divergence).
+#[test]
+fn corrupt_resume_state_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runp = tmp.path().join("interrupted");
+    interrupted_run(&runp, "1", "INT");
+    let pristine = std::fs::read(runp.join("resume.safetensors")).unwrap();
+    type Edit = fn(&mut serde_json::Value, &mut Vec<(String, Vec<usize>, Vec<f32>)>);
+    let edits: [(Edit, &str); 4] = [
+        (
+            |s, _| s["step"] = serde_json::json!(1_000_000_000u64),
+            "corrupt",
+        ),
+        (
+            |s, _| s["adam_step"] = serde_json::json!(u64::MAX),
+            "corrupt",
+        ),
+        (
+            |s, _| s["shuffle_order"] = serde_json::json!([99_999_999u32]),
+            "corrupt",
+        ),
+        (|_, t| t[0].2[0] = f32::NAN, "non-finite"),
+    ];
+    for (edit, want) in edits {
+        std::fs::write(runp.join("resume.safetensors"), &pristine).unwrap();
+        edit_resume_state(&runp, edit);
+        let o = run(&train_args(&[os("--resume"), runp.as_os_str()]));
+        assert_eq!(o.status.code(), Some(1), "{}", describe(&o));
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{err}");
+        let last = err.trim_end().lines().last().unwrap_or("");
+        assert!(last.starts_with("error: ") && last.contains(want), "{err}");
+    }
+}
+
+/// A run whose first save was cut short (config.json and a model, no resume state) cannot be
+/// resumed, and its directory takes a new run.
+#[test]
+fn run_cut_short_before_its_state_is_restarted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runp = copy_of_shared_model(&tmp.path().join("cut"));
+    let line = one_line_error(&run(&train_args(&[os("--resume"), runp.as_os_str()])));
+    assert!(line.contains("start it again with --out"), "{line}");
+    train_tiny(&runp, &[]);
+    assert!(runp.join("resume.safetensors").is_file());
+}
+
 /// Weights that overflow end the run with a one-line error instead of a "done" and a model
 /// that cannot be loaded.
 #[test]
@@ -721,7 +857,7 @@ fn full_disk_keeps_previous_checkpoint() {
     let leftovers: Vec<String> = std::fs::read_dir(&runp)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        .filter(|n| n.starts_with('.') && n.contains(".tmp."))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let out = ok(&run(&[
