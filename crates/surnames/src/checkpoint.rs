@@ -222,7 +222,11 @@ pub fn import_state_dict(
     default_categories: Vec<String>,
 ) -> Result<LoadedModel> {
     let mut tensors = bytes_to_tensors(bytes, what)?;
-    let meta: Option<ExportMeta> = match read_metadata(bytes, what)?.get(EXPORT_META) {
+    let metadata = read_metadata(bytes, what)?;
+    if !metadata.contains_key(EXPORT_META) && metadata.keys().any(|k| k.starts_with("surnames.")) {
+        bail!("{what} was exported by a development build of this tool; export it again");
+    }
+    let meta: Option<ExportMeta> = match metadata.get(EXPORT_META) {
         Some(json) => Some(serde_json::from_str(json).with_context(|| {
             format!("{what}: the model description in its metadata is corrupt")
         })?),

@@ -471,6 +471,20 @@ pub fn train(a: TrainArgs) -> Result<()> {
                 run_dir.display()
             )
         })?;
+    // The checks made before the data was loaded, again under the lock: another training may
+    // have used the directory meanwhile.
+    if resume {
+        if !train::has_state(&run_dir) || train::is_finished(&run_dir)? {
+            bail!(
+                "run {} changed while the data was loaded; check it and start again",
+                run_dir.display()
+            );
+        }
+    } else {
+        check_new_run_dir(&run_dir)?;
+        write_atomic(&run_dir.join(fsutil::UNSAVED_MARK), b"")
+            .with_context(|| format!("run directory {} is not writable", run_dir.display()))?;
+    }
     fsutil::remove_stale_temp_files(&run_dir, &[".safetensors", ".json", ".csv", ".npy", ".svg"]);
     // A closed stdout must not kill the training: printing fails quietly instead.
     #[cfg(unix)]
@@ -535,8 +549,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
     }
     let out = match train::run(&run_dir, &cfg, &data, resume, &stop, checkpoint_every) {
         Ok(out) => out,
-        // An earlier checkpoint survives a failure (a full disk, say): say how to go on.
-        Err(e) if train::has_state(&run_dir) && !train::is_finished(&run_dir).unwrap_or(true) => {
+        // The final save failed (a full disk, say) but an earlier checkpoint survives: say how
+        // to go on.
+        Err(e)
+            if e.downcast_ref::<train::SaveFailed>().is_some()
+                && train::has_state(&run_dir)
+                && !train::is_finished(&run_dir).unwrap_or(true) =>
+        {
             return Err(e.context(format!(
                 "the checkpoint saved earlier is intact; after fixing this, continue with: {again}"
             )))
@@ -575,7 +594,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
 
 /// Refuses an `--out` that is a file or already holds a model or a run. The directory of a
 /// training run that stopped before its first complete save (config.json, maybe a model, no
-/// resume state) is reused.
+/// resume state, and [`fsutil::UNSAVED_MARK`]) is reused, and so is one with only config.json.
 fn check_new_run_dir(out: &std::path::Path) -> Result<()> {
     if out.exists() && !out.is_dir() {
         bail!("--out {} is a file, not a directory", out.display());
@@ -593,10 +612,9 @@ fn check_new_run_dir(out: &std::path::Path) -> Result<()> {
             out.display()
         );
     }
-    // A model without a training state is kept unless it is the first save of a training run
-    // cut short (its config has a training section): that run is started again.
-    let training_run = checkpoint::load_config(out).is_ok_and(|c| c.training.is_some());
-    if out.join(checkpoint::MODEL_FILE).exists() && !training_run {
+    // A model without a training state is kept, unless the training that wrote it was cut short
+    // before its first complete save (it left the mark).
+    if out.join(checkpoint::MODEL_FILE).exists() && !out.join(fsutil::UNSAVED_MARK).exists() {
         bail!("{} already holds a model; use another --out", out.display());
     }
     Ok(())
@@ -775,15 +793,19 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         loop {
             eprint!("Please input a surname to predict its language origin (empty line to quit): ");
             std::io::stderr().flush().ok();
-            let mut line = String::new();
+            let mut bytes = Vec::new();
             if stdin
                 .lock()
-                .read_line(&mut line)
+                .read_until(b'\n', &mut bytes)
                 .context("cannot read stdin")?
                 == 0
             {
                 break;
             }
+            let Ok(line) = String::from_utf8(bytes) else {
+                eprintln!("error: that line is not UTF-8 text");
+                continue;
+            };
             let name = line.trim_end_matches(['\n', '\r']).to_string();
             if name.trim().is_empty() {
                 break;
@@ -794,7 +816,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     }
     if failed > 0 {
         bail!(
-            "{failed} name(s) could not be read (no letters left after normalisation, or too long)"
+            "{failed} name(s) could not be read (no letters left after normalisation, too long, or not UTF-8)"
         );
     }
     Ok(())
@@ -1087,15 +1109,7 @@ pub struct ExportArgs {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     let m = load_run(&a.model)?;
-    // Never over a file of a run directory (its own config, weights or resume state).
-    let run_file = [
-        checkpoint::CONFIG_FILE,
-        checkpoint::MODEL_FILE,
-        train::RESUME_FILE,
-        train::STATE_FILE,
-    ]
-    .iter()
-    .any(|f| a.out.file_name() == Some(std::ffi::OsStr::new(f)));
+    // Never over an existing file of a run directory (its config, weights, state, metrics...).
     let in_run_dir = a
         .out
         .parent()
@@ -1107,7 +1121,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
             }
         })
         .is_some_and(|p| p.join(checkpoint::CONFIG_FILE).exists());
-    if run_file && in_run_dir {
+    if in_run_dir && a.out.exists() {
         bail!(
             "--out {} would overwrite a file of a run directory; choose another name",
             a.out.display()

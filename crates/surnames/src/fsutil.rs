@@ -188,24 +188,45 @@ pub fn eprint_line(line: &str) {
 /// ends, however it ends. `None` when another process holds it.
 pub struct DirLock(#[allow(dead_code)] File);
 
+/// On file systems without locks (some NFS, 9p or CIFS mounts) the directory is used unlocked,
+/// with a warning on stderr.
 pub fn lock_dir(dir: &Path) -> io::Result<Option<DirLock>> {
-    let file = OpenOptions::new()
+    let path = dir.join(".surnames.lock");
+    let file = match OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join(".surnames.lock"))?;
+        .open(&path)
+    {
+        // Another user's lock file: flock works on a read-only descriptor too.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && path.exists() => {
+            File::open(&path)?
+        }
+        r => r?,
+    };
     #[cfg(unix)]
     {
         use std::os::unix::io::AsRawFd;
         // SAFETY: flock on a file descriptor we own; non-blocking.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let e = io::Error::last_os_error();
-            return if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                Ok(None)
-            } else {
-                Err(e)
+            let unsupported = [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOSYS, libc::EINVAL];
+            return match e.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Ok(None),
+                Some(code) if unsupported.contains(&code) => {
+                    eprint_line(&format!(
+                        "warning: {} cannot be locked here ({e}); make sure no other training uses it",
+                        dir.display()
+                    ));
+                    Ok(Some(DirLock(file)))
+                }
+                _ => Err(e),
             };
         }
     }
     Ok(Some(DirLock(file)))
 }
+
+/// Marks a run directory whose training has not saved a resume state yet; removed by the first
+/// save of one. Such a directory (config, maybe a model from a save cut short) may be reused.
+pub const UNSAVED_MARK: &str = ".surnames-unsaved";

@@ -93,7 +93,8 @@ fn main() {
     };
     if let Err(e) = result {
         // One line: the chain of causes, no backtrace.
-        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        // (Not eprintln!: with SIGPIPE ignored during training, a closed stderr must not panic.)
+        surnames::fsutil::eprint_line(&format!("error: {}", format!("{e:#}").replace('\n', " ")));
         std::process::exit(1);
     }
 }

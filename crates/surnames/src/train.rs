@@ -308,8 +308,9 @@ fn write_resume(
         &dir.join(RESUME_FILE),
         &tensors_to_bytes_with_metadata(&tensors, Some(metadata))?,
     )?;
-    // A state file of an earlier version would now be stale.
+    // A state file of an earlier version would now be stale; and the run is saved.
     let _ = std::fs::remove_file(dir.join(STATE_FILE));
+    let _ = std::fs::remove_file(dir.join(crate::fsutil::UNSAVED_MARK));
     Ok(())
 }
 
@@ -704,7 +705,8 @@ pub fn run(
         &params,
         &adam,
         best_params.as_deref(),
-    )?;
+    )
+    .map_err(|e| e.context(SaveFailed))?;
     Ok(Outcome {
         steps: st.step,
         interrupted,
@@ -716,6 +718,17 @@ pub fn run(
             .flatten(),
         elapsed_s: st.elapsed_s,
     })
+}
+
+/// The final save of a run failed (the training itself went through): an earlier checkpoint,
+/// if any, is still usable.
+#[derive(Debug)]
+pub struct SaveFailed;
+
+impl std::fmt::Display for SaveFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("could not save the run")
+    }
 }
 
 /// A finite loss does not rule out weights that overflowed in the update after it; saving them

@@ -461,7 +461,8 @@ fn export_over_a_run_file_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let m = copy_of_shared_model(&tmp.path().join("m"));
     let before = std::fs::read(m.join("config.json")).unwrap();
-    for f in ["config.json", "model.safetensors"] {
+    std::fs::write(m.join("metrics.csv"), "step\n").unwrap();
+    for f in ["config.json", "model.safetensors", "metrics.csv"] {
         let line = one_line_error(&run(&[
             os("export"),
             os("--model"),

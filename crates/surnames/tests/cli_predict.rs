@@ -546,6 +546,39 @@ fn export_import_round_trip_keeps_the_model() {
     assert!(line.contains("records its output languages"), "{line}");
 }
 
+/// A file with the metadata keys of a short-lived development build is refused, not read as a
+/// Python state_dict with default settings.
+#[test]
+fn import_of_a_development_build_export_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sd = tmp.path().join("sd.safetensors");
+    export_shared_state_dict(&sd);
+    let tensors = read_tensors(&sd);
+    let data: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((n, s, _), b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (n.clone(), v.unwrap())
+        })
+        .collect();
+    let meta = [("surnames.model".to_string(), "{}".to_string())].into();
+    let old = tmp.path().join("old.safetensors");
+    std::fs::write(&old, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+    let line = one_line_error(&run(&[
+        os("import"),
+        os("--state-dict"),
+        old.as_os_str(),
+        os("--out"),
+        tmp.path().join("x").as_os_str(),
+    ]));
+    assert!(line.contains("export it again"), "{line}");
+}
+
 /// A state_dict whose outputs follow another language order (the Python script's directory
 /// listing) is stored in alphabetical order: predictions per language are unchanged and `eval`
 /// works. Duplicate or empty language names are refused, and so is an `--out` holding a run.

@@ -729,16 +729,23 @@ fn corrupt_resume_state_is_refused() {
     }
 }
 
-/// A run whose first save was cut short (config.json and a model, no resume state) cannot be
-/// resumed, and its directory takes a new run.
+/// A run whose first save was cut short (config.json, a model and the training's "unsaved"
+/// mark, no resume state) cannot be resumed, and its directory takes a new run. Without the
+/// mark (a finished run whose resume file was deleted) the model is kept.
 #[test]
 fn run_cut_short_before_its_state_is_restarted() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = copy_of_shared_model(&tmp.path().join("cut"));
     let line = one_line_error(&run(&train_args(&[os("--resume"), runp.as_os_str()])));
     assert!(line.contains("start it again with --out"), "{line}");
+    let mut args = train_args(&[os("--out"), runp.as_os_str()]);
+    args.extend(TINY.iter().map(OsString::from));
+    let line = one_line_error(&run(&args));
+    assert!(line.contains("already holds a model"), "{line}");
+    std::fs::write(runp.join(".surnames-unsaved"), "").unwrap();
     train_tiny(&runp, &[]);
     assert!(runp.join("resume.safetensors").is_file());
+    assert!(!runp.join(".surnames-unsaved").exists());
 }
 
 /// Weights that overflow end the run with a one-line error instead of a "done" and a model
