@@ -92,6 +92,20 @@ struct TrainState {
 }
 
 impl TrainState {
+    /// Brings the bookkeeping up to date before a save: time, optimiser step, random streams.
+    fn record(
+        &mut self,
+        elapsed_s: f64,
+        adam: &Adam,
+        rng: &ChaCha8Rng,
+        workers: &[spiking_rnn::classifier::Workspace],
+    ) {
+        self.elapsed_s = elapsed_s;
+        self.adam_step = adam.step;
+        self.sampler_rng = RngState::of(rng);
+        self.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
+    }
+
     /// Rejects a state that this run cannot have saved (a damaged or edited resume file), before
     /// it can index out of bounds or mark the run finished without training.
     fn check(&self, steps: u64, n_train: usize) -> Result<()> {
@@ -542,6 +556,9 @@ pub fn run(
         say(line);
         metrics.push(row);
     };
+    let save = |st: &TrainState, params: &[f32], adam: &Adam, best: Option<&[f32]>| {
+        save_checkpoint(dir, cfg, data, &model, st, params, adam, best)
+    };
     let started = Instant::now();
     let mut last_checkpoint = started;
     let elapsed0 = st.elapsed_s;
@@ -653,21 +670,14 @@ pub fn run(
                 while let Some(scores) = tester.next(true)? {
                     complete(&mut waiting, &mut st.metrics, scores);
                 }
-                st.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
-                st.adam_step = adam.step;
-                st.sampler_rng = RngState::of(&rng);
-                st.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
-                // A failed save (a full disk, say) does not end the run: the final save reports.
-                if let Err(e) = save_checkpoint(
-                    dir,
-                    cfg,
-                    data,
-                    &model,
-                    &st,
-                    &params,
+                st.record(
+                    elapsed0 + started.elapsed().as_secs_f64(),
                     &adam,
-                    best_params.as_deref(),
-                ) {
+                    &rng,
+                    &workers,
+                );
+                // A failed save (a full disk, say) does not end the run: the final save reports.
+                if let Err(e) = save(&st, &params, &adam, best_params.as_deref()) {
                     let e = format!("{e:#}").replace('\n', " ");
                     pb.suspend(|| {
                         crate::fsutil::eprint_line(&format!(
@@ -690,23 +700,14 @@ pub fn run(
     pb.finish_and_clear();
     let interrupted = st.step < tc.steps && !early_stopped;
     st.finished = !interrupted;
-    st.elapsed_s = elapsed0 + started.elapsed().as_secs_f64();
-    st.adam_step = adam.step;
-    st.sampler_rng = RngState::of(&rng);
-    st.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
-
-    check_finite(&params, st.step)?;
-    save_checkpoint(
-        dir,
-        cfg,
-        data,
-        &model,
-        &st,
-        &params,
+    st.record(
+        elapsed0 + started.elapsed().as_secs_f64(),
         &adam,
-        best_params.as_deref(),
-    )
-    .map_err(|e| e.context(SaveFailed))?;
+        &rng,
+        &workers,
+    );
+    check_finite(&params, st.step)?;
+    save(&st, &params, &adam, best_params.as_deref()).map_err(|e| e.context(SaveFailed))?;
     Ok(Outcome {
         steps: st.step,
         interrupted,

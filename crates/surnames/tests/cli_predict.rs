@@ -256,13 +256,7 @@ fn overflowing_weights_are_an_error() {
     let huge = tmp.path().join("huge.safetensors");
     write_tensors(&huge, &tensors);
     let back = tmp.path().join("back");
-    ok(&run(&[
-        os("import"),
-        os("--state-dict"),
-        huge.as_os_str(),
-        os("--out"),
-        back.as_os_str(),
-    ]));
+    ok(&import(&huge, &back, &[]));
     let line = one_line_error(&predict(&back, &["--json", "Nakamura"]));
     assert!(line.contains("not finite"), "{line}");
 }
@@ -349,6 +343,29 @@ fn golden_state_dict(case: &Value, dir: &Path, skip: &[&str]) -> std::path::Path
     path
 }
 
+/// The shared run's languages, in output order.
+fn shared_categories() -> Vec<String> {
+    json(&std::fs::read_to_string(shared_run().join("config.json")).unwrap())["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `surnames import --state-dict SD --out OUT EXTRA...`.
+fn import(sd: &Path, out: &Path, extra: &[&OsStr]) -> std::process::Output {
+    let mut args = vec![
+        os("import"),
+        os("--state-dict"),
+        sd.as_os_str(),
+        os("--out"),
+        out.as_os_str(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 /// predict --json --top 18 → probability per category.
 fn probabilities(model: &Path, name: &str) -> std::collections::HashMap<String, f64> {
     let out = ok(&predict(model, &["--json", "--top", "18", name]));
@@ -374,13 +391,7 @@ fn import_golden_tutorial_net() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = golden_state_dict(&case, tmp.path(), &[]);
     let runp = tmp.path().join("imported");
-    ok(&run(&[
-        os("import"),
-        os("--state-dict"),
-        sd.as_os_str(),
-        os("--out"),
-        runp.as_os_str(),
-    ]));
+    ok(&import(&sd, &runp, &[]));
     let name = case["name"].as_str().unwrap();
     assert_eq!(name, "Zou");
     let probs = probabilities(&runp, name);
@@ -405,13 +416,7 @@ fn import_missing_fc_bias() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = golden_state_dict(&case, tmp.path(), &["fc.bias"]);
     let runp = tmp.path().join("imported");
-    let line = one_line_error(&run(&[
-        os("import"),
-        os("--state-dict"),
-        sd.as_os_str(),
-        os("--out"),
-        runp.as_os_str(),
-    ]));
+    let line = one_line_error(&import(&sd, &runp, &[]));
     assert!(line.contains("fc.bias"), "{line}");
     assert!(!runp.join("model.safetensors").exists());
 }
@@ -422,13 +427,7 @@ fn import_garbage_file() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = tmp.path().join("x.safetensors");
     std::fs::write(&sd, "not a safetensors file").unwrap();
-    let line = one_line_error(&run(&[
-        os("import"),
-        os("--state-dict"),
-        sd.as_os_str(),
-        os("--out"),
-        tmp.path().join("r").as_os_str(),
-    ]));
+    let line = one_line_error(&import(&sd, &tmp.path().join("r"), &[]));
     assert!(line.contains("x.safetensors"), "{line}");
 }
 
@@ -440,13 +439,7 @@ fn export_import_round_trip() {
     let sd = tmp.path().join("exported.safetensors");
     export_shared_state_dict(&sd);
     let back = tmp.path().join("back");
-    ok(&run(&[
-        os("import"),
-        os("--state-dict"),
-        sd.as_os_str(),
-        os("--out"),
-        back.as_os_str(),
-    ]));
+    ok(&import(&sd, &back, &[]));
     assert_eq!(
         read_tensors(&m.join("model.safetensors")),
         read_tensors(&back.join("model.safetensors"))
@@ -485,13 +478,7 @@ fn export_import_round_trip_keeps_the_model() {
             sd.as_os_str(),
         ]));
         let back = tmp.path().join(format!("{name}-back"));
-        ok(&run(&[
-            os("import"),
-            os("--state-dict"),
-            sd.as_os_str(),
-            os("--out"),
-            back.as_os_str(),
-        ]));
+        ok(&import(&sd, &back, &[]));
         let cfg = |d: &Path| {
             json(&std::fs::read_to_string(d.join("config.json")).unwrap())["model"].clone()
         };
@@ -504,45 +491,22 @@ fn export_import_round_trip_keeps_the_model() {
         );
         // A run's own model.safetensors carries the same description.
         let again = tmp.path().join(format!("{name}-again"));
-        ok(&run(&[
-            os("import"),
-            os("--state-dict"),
-            m.join("model.safetensors").as_os_str(),
-            os("--out"),
-            again.as_os_str(),
-        ]));
+        ok(&import(&m.join("model.safetensors"), &again, &[]));
         assert_eq!(cfg(&m), cfg(&again), "{name}");
     }
     // The shared run has the cap on: its export contradicts --no-clamp.
     let sd = tmp.path().join("capped.safetensors");
     export_shared_state_dict(&sd);
-    let line = one_line_error(&run(&[
-        os("import"),
-        os("--state-dict"),
-        sd.as_os_str(),
-        os("--out"),
-        tmp.path().join("x").as_os_str(),
-        os("--no-clamp"),
-    ]));
+    let line = one_line_error(&import(&sd, &tmp.path().join("x"), &[os("--no-clamp")]));
     assert!(line.contains("contradicts"), "{line}");
     // ... and so does another output order than the one recorded.
-    let mut cats: Vec<String> =
-        json(&std::fs::read_to_string(shared_run().join("config.json")).unwrap())["categories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
+    let mut cats: Vec<String> = shared_categories();
     cats.swap(0, 1);
-    let line = one_line_error(&run(&[
-        os("import"),
-        os("--state-dict"),
-        sd.as_os_str(),
-        os("--out"),
-        tmp.path().join("y").as_os_str(),
-        os("--categories"),
-        os(&cats.join(",")),
-    ]));
+    let line = one_line_error(&import(
+        &sd,
+        &tmp.path().join("y"),
+        &[os("--categories"), os(&cats.join(","))],
+    ));
     assert!(line.contains("records its output languages"), "{line}");
 }
 
@@ -553,29 +517,10 @@ fn import_of_a_development_build_export_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let sd = tmp.path().join("sd.safetensors");
     export_shared_state_dict(&sd);
-    let tensors = read_tensors(&sd);
-    let data: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<_> = tensors
-        .iter()
-        .zip(&data)
-        .map(|((n, s, _), b)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
-            (n.clone(), v.unwrap())
-        })
-        .collect();
-    let meta = [("surnames.model".to_string(), "{}".to_string())].into();
     let old = tmp.path().join("old.safetensors");
-    std::fs::write(&old, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
-    let line = one_line_error(&run(&[
-        os("import"),
-        os("--state-dict"),
-        old.as_os_str(),
-        os("--out"),
-        tmp.path().join("x").as_os_str(),
-    ]));
+    let meta = [("surnames.model".to_string(), "{}".to_string())].into();
+    write_tensors_with_metadata(&old, &read_tensors(&sd), Some(meta));
+    let line = one_line_error(&import(&old, &tmp.path().join("x"), &[]));
     assert!(line.contains("export it again"), "{line}");
 }
 
@@ -598,24 +543,14 @@ fn import_with_another_category_order() {
     }
     let reversed = tmp.path().join("rotated.safetensors");
     write_tensors(&reversed, &tensors);
-    let mut cats: Vec<String> =
-        json(&std::fs::read_to_string(shared_run().join("config.json")).unwrap())["categories"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().to_string())
-            .collect();
+    let mut cats: Vec<String> = shared_categories();
     cats.rotate_left(5);
     let back = tmp.path().join("back");
-    ok(&run(&[
-        os("import"),
-        os("--state-dict"),
-        reversed.as_os_str(),
-        os("--out"),
-        back.as_os_str(),
-        os("--categories"),
-        os(&cats.join(", ")),
-    ]));
+    ok(&import(
+        &reversed,
+        &back,
+        &[os("--categories"), os(&cats.join(", "))],
+    ));
     for name in ["Zou", "Nakamura", "Dvořák"] {
         let (a, b) = (
             probabilities(shared_run(), name),
@@ -644,23 +579,13 @@ fn import_with_another_category_order() {
     let mut empty = cats.clone();
     empty[3] = " ".into();
     for bad in [dup, empty] {
-        one_line_error(&run(&[
-            os("import"),
-            os("--state-dict"),
-            reversed.as_os_str(),
-            os("--out"),
-            tmp.path().join("bad").as_os_str(),
-            os("--categories"),
-            os(&bad.join(",")),
-        ]));
+        one_line_error(&import(
+            &reversed,
+            &tmp.path().join("bad"),
+            &[os("--categories"), os(&bad.join(","))],
+        ));
     }
-    let line = one_line_error(&run(&[
-        os("import"),
-        os("--state-dict"),
-        sd.as_os_str(),
-        os("--out"),
-        back.as_os_str(),
-    ]));
+    let line = one_line_error(&import(&sd, &back, &[]));
     assert!(line.contains("already holds"), "{line}");
 }
 
@@ -736,13 +661,7 @@ fn import_f16_state_dict() {
 
     let import = |file: &Path, name: &str| {
         let out = tmp.path().join(name);
-        ok(&run(&[
-            os("import"),
-            os("--state-dict"),
-            file.as_os_str(),
-            os("--out"),
-            out.as_os_str(),
-        ]));
+        ok(&import(file, &out, &[]));
         out
     };
     let a = import(&f32_file, "from-f32");

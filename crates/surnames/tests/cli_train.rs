@@ -570,10 +570,7 @@ fn periodic_checkpoint_survives_kill_9() {
         .spawn()
         .unwrap();
     let state = runp.join("resume.safetensors");
-    let start = std::time::Instant::now();
-    while !state.exists() && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    wait_for_file(&state);
     child.kill().unwrap(); // SIGKILL: no chance to save
     let status = child.wait().unwrap();
     assert!(state.exists(), "no checkpoint was saved");
@@ -605,6 +602,14 @@ fn dir_of_a_run_that_never_saved_is_reused() {
     assert!(runp.join("model.safetensors").is_file());
 }
 
+/// Waits until `path` exists (at most a minute).
+fn wait_for_file(path: &Path) {
+    let start = std::time::Instant::now();
+    while !path.exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The tiny tutorial run of `train_args` into `out` for `episodes` steps.
 fn tiny_args(out: &Path, episodes: &str) -> Vec<OsString> {
     train_args(&[
@@ -621,17 +626,22 @@ fn tiny_args(out: &Path, episodes: &str) -> Vec<OsString> {
     ])
 }
 
+/// Starts the tiny run of [`tiny_args`] in the background (stderr discarded).
+fn spawn_tiny(out: &Path, episodes: &str, stdout: Stdio) -> std::process::Child {
+    surnames()
+        .args(tiny_args(out, episodes))
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// `train … | head -1`: the closed stdout does not end the training, which finishes and saves.
 #[test]
 fn closed_stdout_does_not_stop_training() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = tmp.path().join("piped");
-    let mut child = surnames()
-        .args(tiny_args(&runp, "2000"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_tiny(&runp, "2000", Stdio::piped());
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
@@ -647,16 +657,8 @@ fn closed_stdout_does_not_stop_training() {
 fn run_dir_in_use_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = tmp.path().join("busy");
-    let mut first = surnames()
-        .args(tiny_args(&runp, "1000000"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !runp.join("config.json").exists() && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let mut first = spawn_tiny(&runp, "1000000", Stdio::null());
+    wait_for_file(&runp.join("config.json"));
     let second = run(&tiny_args(&runp, "200"));
     first.kill().unwrap();
     first.wait().unwrap();
@@ -676,20 +678,8 @@ fn edit_resume_state(
         serde_json::from_str(&header.metadata().as_ref().unwrap()["train_state"]).unwrap();
     let mut tensors = read_tensors(&path);
     edit(&mut state, &mut tensors);
-    let data: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<_> = tensors
-        .iter()
-        .zip(&data)
-        .map(|((n, s, _), b)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
-            (n.clone(), v.unwrap())
-        })
-        .collect();
     let meta = [("train_state".to_string(), state.to_string())].into();
-    std::fs::write(&path, safetensors::serialize(views, &Some(meta)).unwrap()).unwrap();
+    write_tensors_with_metadata(&path, &tensors, Some(meta));
 }
 
 /// A damaged or edited resume state is refused with a clear error: a step past the end (it

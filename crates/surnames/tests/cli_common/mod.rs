@@ -232,6 +232,15 @@ pub fn read_tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 
 /// Writes (name, shape, f32 data) tensors as a safetensors file.
 pub fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    write_tensors_with_metadata(path, tensors, None);
+}
+
+/// [`write_tensors`] with string metadata in the header.
+pub fn write_tensors_with_metadata(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -247,7 +256,7 @@ pub fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
             )
         })
         .collect();
-    std::fs::write(path, safetensors::serialize(views, &None).unwrap()).unwrap();
+    std::fs::write(path, safetensors::serialize(views, &metadata).unwrap()).unwrap();
 }
 
 /// Parses a metrics.csv into a header and rows of fields.
