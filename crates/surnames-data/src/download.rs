@@ -36,7 +36,9 @@ fn fetch(url: &str) -> Result<Vec<u8>, DataError> {
         url: url.to_string(),
         message,
     };
+    // HTTPS_PROXY / ALL_PROXY / NO_PROXY as curl reads them: users behind a proxy get the data.
     let agent = ureq::AgentBuilder::new()
+        .try_proxy_from_env(true)
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(60))
         .user_agent(concat!("surnames-data/", env!("CARGO_PKG_VERSION")))

@@ -20,8 +20,8 @@ pub enum DataError {
     #[error("data directory {} contains no *.txt files", .path.display())]
     NoTxtFiles { path: PathBuf },
 
-    /// Any other file-system failure.
-    #[error("cannot read {}: {source}", .path.display())]
+    /// Any other file-system failure (the cause follows in the error's source chain).
+    #[error("cannot read {}", .path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -39,6 +39,18 @@ pub enum DataError {
     /// A line has no alphabet character left after normalisation.
     #[error("{}:{line}: name is empty after normalisation", .path.display())]
     EmptyName { path: PathBuf, line: usize },
+
+    /// A name longer than [`crate::MAX_NAME_LETTERS`].
+    #[error("{}:{line}: name of {letters} letters (at most {} are accepted)", .path.display(), crate::MAX_NAME_LETTERS)]
+    NameTooLong {
+        path: PathBuf,
+        line: usize,
+        letters: usize,
+    },
+
+    /// A `*.txt` entry that is not a readable file (a directory, a broken link).
+    #[error("{} is not a readable file", .path.display())]
+    NotAFile { path: PathBuf },
 
     /// Two files give the same category (e.g. `Irish.txt` and `Irish.old.txt`).
     #[error("{} and {} both map to category {category:?}", .first.display(), .second.display())]
@@ -62,7 +74,7 @@ pub enum DataError {
     },
 
     /// HTTP status or transport failure.
-    #[error("download of {url} failed: {message}")]
+    #[error("download of {url} failed: {message} (without network access, pass a local copy with --data DIR or SURNAMES_DATA)")]
     Network { url: String, message: String },
 
     /// The download is not a usable zip (or lacks `data/names/*.txt`).

@@ -17,7 +17,7 @@ pub use alphabet::{encode, letter_index, normalise, Normalised, ALPHABET, N_LETT
 pub use checksum::{sha256_hex, verify_dir, ChecksumMismatch, OFFICIAL_SHA256};
 pub use download::{download_and_unpack, unpack_archive, OFFICIAL_URL};
 pub use error::DataError;
-pub use load::{load_dir, load_dir_with_report, Dataset, DroppedChar};
+pub use load::{load_dir, load_dir_with_report, Dataset, DroppedChar, MAX_NAME_LETTERS};
 pub use resolve::{default_cache_dir, resolve, resolve_source, DataSource, Resolved, ENV_VAR};
 pub use split::{
     carve_validation, counts_table, dedup_split, format_counts_table, tutorial_split,

@@ -114,6 +114,10 @@ pub fn load_dir_with_report(dir: &Path) -> Result<(Dataset, Vec<DroppedChar>), D
     Ok((ds, dropped))
 }
 
+/// Longest name accepted (the official data's longest has 20 letters; evaluation memory grows
+/// with the length).
+pub const MAX_NAME_LETTERS: usize = 1000;
+
 /// Reads and normalises one language file.
 fn read_names(
     path: &Path,
@@ -144,10 +148,19 @@ fn read_names(
     for (i, raw) in trimmed.split('\n').enumerate() {
         let line = leading + i + 1;
         let n = normalise(raw);
-        if n.text.is_empty() {
+        // Spaces are letters of the alphabet, but a line of spaces is not a name.
+        if n.text.trim().is_empty() {
             return Err(DataError::EmptyName {
                 path: path.to_path_buf(),
                 line,
+            });
+        }
+        let letters = n.text.chars().count();
+        if letters > MAX_NAME_LETTERS {
+            return Err(DataError::NameTooLong {
+                path: path.to_path_buf(),
+                line,
+                letters,
             });
         }
         dropped.extend(n.dropped.into_iter().map(|ch| DroppedChar {
@@ -204,10 +217,12 @@ pub(crate) fn txt_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
             continue;
         }
         let path = entry.path();
-        // Follows symlinks, so a linked data file still counts.
-        if path.is_file() {
-            out.push(path);
+        // Follows symlinks, so a linked data file still counts; a `.txt` that is a directory or
+        // a broken link is an error, not a language that silently goes missing.
+        if !path.is_file() {
+            return Err(DataError::NotAFile { path });
         }
+        out.push(path);
     }
     out.sort();
     Ok(out)

@@ -96,6 +96,44 @@ fn name_empty_after_normalisation() {
     );
 }
 
+/// A line of spaces is not a name; a name over 1,000 letters is refused (evaluation memory
+/// grows with the length); a `.txt` that is a directory is an error, not a missing language.
+#[test]
+fn blank_overlong_and_non_file_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("Polish.txt"), "Adamczak\n   \nZ\n").unwrap();
+    let err = load_dir(tmp.path()).unwrap_err();
+    assert!(
+        matches!(err, DataError::EmptyName { line: 2, .. }),
+        "{err:?}"
+    );
+
+    fs::write(
+        tmp.path().join("Polish.txt"),
+        format!("Adamczak\n{}\n", "a".repeat(1001)),
+    )
+    .unwrap();
+    let err = load_dir(tmp.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            DataError::NameTooLong {
+                line: 2,
+                letters: 1001,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    common::assert_one_line(&err.to_string());
+
+    fs::write(tmp.path().join("Polish.txt"), "Adamczak\n").unwrap();
+    fs::create_dir(tmp.path().join("Czech.txt")).unwrap();
+    let err = load_dir(tmp.path()).unwrap_err();
+    assert!(matches!(err, DataError::NotAFile { .. }), "{err:?}");
+    assert!(err.to_string().contains("Czech.txt"), "{err}");
+}
+
 #[test]
 fn small_dir_loads_like_the_tutorial() {
     let tmp = tempfile::tempdir().unwrap();

@@ -57,7 +57,8 @@ fn measure(
     for _ in 0..rounds {
         let start = Instant::now();
         let mut n = 0usize;
-        while start.elapsed() < budget {
+        // At least one step, however small the budget.
+        while n == 0 || start.elapsed() < budget {
             step()?;
             n += items;
         }
@@ -205,6 +206,12 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         .as_ref()
         .filter(|_| want("train_batched_names_per_s"))
     {
+        if names.len() < 64 {
+            bail!(
+                "train_batched_names_per_s needs at least 64 training names; the data has {}",
+                names.len()
+            );
+        }
         // Adam updates a copy (module doc).
         let params = model.init_params(1);
         let mut updated = params.clone();
@@ -235,32 +242,32 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         push("train_batched_names_per_s", r, "names/s", opts.threads);
     }
     // Whole test-set evaluations (the tutorial does 1,000 of them), all threads.
-    if let Some(test) = opts
-        .test_names
-        .as_ref()
-        .filter(|_| want("eval_test_names_per_s"))
-    {
+    if let Some(test) = opts.test_names.as_ref() {
         let params = model.init_params(1);
         let refs: Vec<&[u32]> = test.iter().map(|n| n.as_slice()).collect();
-        let r = pool.install(|| {
-            measure(opts.rounds, opts.budget, test.len(), || {
-                model.predict_prefix_shared(&params, &refs)?;
-                Ok(())
-            })
-        })?;
-        push("eval_test_names_per_s", r, "names/s", opts.threads);
-        let r = pool.install(|| {
-            measure(opts.rounds, opts.budget, test.len(), || {
-                crate::evaluate::predict(&model, &params, test, None)?;
-                Ok(())
-            })
-        })?;
-        push(
-            "eval_test_names_per_s_no_prefix_sharing",
-            r,
-            "names/s",
-            opts.threads,
-        );
+        if want("eval_test_names_per_s") {
+            let r = pool.install(|| {
+                measure(opts.rounds, opts.budget, test.len(), || {
+                    model.predict_prefix_shared(&params, &refs)?;
+                    Ok(())
+                })
+            })?;
+            push("eval_test_names_per_s", r, "names/s", opts.threads);
+        }
+        if want("eval_test_names_per_s_no_prefix_sharing") {
+            let r = pool.install(|| {
+                measure(opts.rounds, opts.budget, test.len(), || {
+                    crate::evaluate::predict(&model, &params, test, None)?;
+                    Ok(())
+                })
+            })?;
+            push(
+                "eval_test_names_per_s_no_prefix_sharing",
+                r,
+                "names/s",
+                opts.threads,
+            );
+        }
     }
     Ok(results)
 }

@@ -458,6 +458,16 @@ pub fn train(a: TrainArgs) -> Result<()> {
             data.test.len()
         );
     }
+    let empty: Vec<&str> = (0..cfg.categories.len())
+        .filter(|&c| data.train.per_class[c] == 0)
+        .map(|c| cfg.categories[c].as_str())
+        .collect();
+    if !empty.is_empty() {
+        eprintln!(
+            "warning: the split leaves no training names for {}; the model cannot learn to predict it",
+            empty.join(", ")
+        );
+    }
     let tc = cfg.training.clone().context("no training section")?;
     set_threads(tc.threads)?;
     std::fs::create_dir_all(&run_dir)
@@ -918,11 +928,31 @@ pub struct ConfusionArgs {
     pub out: Option<PathBuf>,
 }
 
+/// A CSV field, quoted (RFC 4180) when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 /// Most random draws `confusion` makes (each is kept in memory).
 const MAX_SAMPLES: usize = 10_000_000;
 
 pub fn confusion(a: ConfusionArgs) -> Result<()> {
     set_threads(default_threads())?;
+    // The options first: a typo should not wait for (or trigger) a download.
+    if let Some(s) = a.split.as_deref() {
+        if !["test", "train", "all"].contains(&s) {
+            bail!("unknown --split '{s}' (expected test, train or all)");
+        }
+    } else if a.samples == 0 || a.samples > MAX_SAMPLES {
+        bail!("--samples must be between 1 and {MAX_SAMPLES}");
+    }
+    if let Some(o) = a.out.as_ref().filter(|o| o.exists() && !o.is_dir()) {
+        bail!("--out {} is a file, not a directory", o.display());
+    }
     let m = load_run(&a.model)?;
     let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
     datasets::check_data(&ds, &m.config, &dir)?;
@@ -983,13 +1013,14 @@ pub fn confusion(a: ConfusionArgs) -> Result<()> {
         .collect();
     let out = a.out.clone().unwrap_or_else(|| a.model.clone());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut csv = format!("true\\predicted,{}\n", m.config.categories.join(","));
+    let names: Vec<String> = m.config.categories.iter().map(|c| csv_field(c)).collect();
+    let mut csv = format!("true\\predicted,{}\n", names.join(","));
     for i in 0..c {
         let row: Vec<String> = norm[i * c..(i + 1) * c]
             .iter()
             .map(|v| format!("{v:.6}"))
             .collect();
-        csv.push_str(&format!("{},{}\n", m.config.categories[i], row.join(",")));
+        csv.push_str(&format!("{},{}\n", names[i], row.join(",")));
     }
     write_atomic(&out.join("confusion.csv"), csv.as_bytes())?;
     crate::npy::write_npy_f32(&out.join("confusion.npy"), &[c, c], &norm)?;
@@ -1144,26 +1175,54 @@ pub fn export(a: ExportArgs) -> Result<()> {
 // conformance, bench
 // ---------------------------------------------------------------------------------------------
 
+/// Checks every file; a file that cannot be read or parsed is reported and the others are still
+/// checked. Fails if any case failed or any file was unusable.
 pub fn conformance(files: &[PathBuf]) -> Result<()> {
     let mut failed = 0usize;
     let mut total = 0usize;
+    let mut unusable: Vec<String> = Vec::new();
     for f in files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let reports =
-            crate::conformance::check_file(&text).with_context(|| format!("{}", f.display()))?;
         println!("# {}", f.display());
-        for r in &reports {
-            println!("{}", r.line());
-            total += 1;
-            failed += usize::from(!r.pass());
+        let reports = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read {}", f.display()))
+            .and_then(|text| {
+                crate::conformance::check_file(&text).with_context(|| format!("{}", f.display()))
+            });
+        match reports {
+            Ok(reports) => {
+                for r in &reports {
+                    println!("{}", r.line());
+                    total += 1;
+                    failed += usize::from(!r.pass());
+                }
+            }
+            Err(e) => {
+                let e = format!("{e:#}").replace('\n', " ");
+                println!("ERROR: {e}");
+                unusable.push(e);
+            }
         }
     }
-    println!("{} passed, {} failed", total - failed, failed);
-    if failed > 0 {
-        bail!("{failed} of {total} conformance cases failed");
+    println!(
+        "{} passed, {} failed{}",
+        total - failed,
+        failed,
+        if unusable.is_empty() {
+            String::new()
+        } else {
+            format!(", {} file(s) unusable", unusable.len())
+        }
+    );
+    match (failed, unusable.as_slice()) {
+        (0, []) => Ok(()),
+        (0, [one]) => bail!("{one}"),
+        (0, _) => bail!("{} files could not be checked", unusable.len()),
+        (_, []) => bail!("{failed} of {total} conformance cases failed"),
+        _ => bail!(
+            "{failed} of {total} conformance cases failed, and {} file(s) could not be checked",
+            unusable.len()
+        ),
     }
-    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -1193,10 +1252,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         bail!("--seconds must be in (0, 3600] and --rounds in 1..=1000");
     }
     let threads = threads_arg(a.threads)?;
-    let data_dir = a
-        .data
-        .clone()
-        .or_else(|| std::env::var_os(surnames_data::ENV_VAR).map(PathBuf::from));
+    let data_dir = a.data.clone().or_else(|| {
+        std::env::var_os(surnames_data::ENV_VAR)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
     let (names, test_names) = match data_dir {
         Some(d) => {
             let ds = surnames_data::load_dir(&d)?;
@@ -1263,6 +1323,14 @@ fn machine_description() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CSV fields with commas or quotes are quoted (a language file `Serbo,Croatian.txt`).
+    #[test]
+    fn csv_fields() {
+        assert_eq!(csv_field("Czech"), "Czech");
+        assert_eq!(csv_field("Serbo,Croatian"), "\"Serbo,Croatian\"");
+        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+    }
 
     /// The resume hint's paths paste back as one argument each, never as an option.
     #[test]

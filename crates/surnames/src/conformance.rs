@@ -63,15 +63,21 @@ impl Group {
 pub struct CaseReport {
     pub name: String,
     pub groups: Vec<Group>,
+    /// Why the case could not be checked (malformed), if so.
+    pub error: Option<String>,
 }
 
 impl CaseReport {
     pub fn pass(&self) -> bool {
-        self.groups.iter().all(Group::pass)
+        self.error.is_none() && self.groups.iter().all(Group::pass)
     }
-    /// One line: name, worst error per group, PASS/FAIL.
+    /// One line: name, worst error per group, PASS/FAIL (ERROR for a malformed case).
     pub fn line(&self) -> String {
         let mut s = format!("{:<24}", self.name);
+        if let Some(e) = &self.error {
+            s.push_str(&format!("  ERROR: {e}"));
+            return s;
+        }
         for g in &self.groups {
             if g.missing {
                 s.push_str(&format!(" {}=missing!", g.name));
@@ -190,11 +196,18 @@ pub fn check_file(text: &str) -> Result<Vec<CaseReport>> {
         if cases.is_empty() {
             bail!("'cases' is empty");
         }
-        cases
+        // A malformed case is reported and the others are still checked.
+        Ok(cases
             .iter()
             .enumerate()
-            .map(|(i, c)| check_rnn_case(c).with_context(|| format!("case #{i}")))
-            .collect()
+            .map(|(i, c)| {
+                check_rnn_case(c).unwrap_or_else(|e| CaseReport {
+                    name: format!("case #{i}"),
+                    groups: Vec::new(),
+                    error: Some(format!("{e:#}").replace('\n', " ")),
+                })
+            })
+            .collect())
     } else if let Some(case) = root.get("case") {
         Ok(vec![check_tutorial_case(case)?])
     } else {
@@ -377,7 +390,11 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
             None => Group::missing(group),
         });
     }
-    Ok(CaseReport { name, groups })
+    Ok(CaseReport {
+        name,
+        groups,
+        error: None,
+    })
 }
 
 /// One-hot `[T, 1, C]` → letter indices.
@@ -513,6 +530,7 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
     }
     Ok(CaseReport {
         name,
+        error: None,
         groups: vec![
             Group::new("outputs", out_err, true),
             Group::new("states", states_err, true),

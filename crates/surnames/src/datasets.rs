@@ -118,11 +118,29 @@ pub fn check_categories(ds: &Dataset, expected: &[String], dir: &Path) -> Result
                 expected.join(", ")
             );
         }
+        let missing: Vec<&str> = expected
+            .iter()
+            .filter(|c| !ds.categories.contains(c))
+            .map(String::as_str)
+            .collect();
+        let extra: Vec<&str> = ds
+            .categories
+            .iter()
+            .filter(|c| !expected.contains(c))
+            .map(String::as_str)
+            .collect();
+        let mut diff = Vec::new();
+        if !missing.is_empty() {
+            diff.push(format!("it lacks {}", missing.join(", ")));
+        }
+        if !extra.is_empty() {
+            diff.push(format!("it has {} in addition", extra.join(", ")));
+        }
         bail!(
-            "the data in {} has languages [{}] but the model was trained on [{}]",
+            "the data in {} does not have the {} languages the model was trained on: {}",
             dir.display(),
-            ds.categories.join(", "),
-            expected.join(", ")
+            expected.len(),
+            diff.join(", and ")
         );
     }
     Ok(())

@@ -9,6 +9,8 @@ use spiking_rnn::SeqClassifier;
 
 /// Names per forward pass when evaluating.
 const EVAL_BATCH: usize = 128;
+/// Most letter steps in one evaluation batch (names × longest name): 128 names of 32 letters.
+const EVAL_LETTERS: usize = 4096;
 
 /// Softmax outputs `[N, C]` in input order. Sequences are sorted by length into batches (little
 /// padding) that run in parallel on the current rayon pool. With `firing`, spike rates of every
@@ -23,11 +25,24 @@ pub fn predict(
     let mut order: Vec<usize> = (0..seqs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
     let want_firing = firing.is_some();
-    let parts: Vec<Result<(Vec<f32>, Option<FiringStats>)>> = order
-        .par_chunks(EVAL_BATCH)
+    // Batches of up to EVAL_BATCH names, fewer when the names are long: a batch is padded to its
+    // longest name, and its memory grows with names × that length.
+    let mut chunks: Vec<&[usize]> = Vec::new();
+    let mut rest = order.as_slice();
+    while !rest.is_empty() {
+        let longest = seqs[rest[0]].len().max(1);
+        let n = (EVAL_LETTERS / longest)
+            .clamp(1, EVAL_BATCH)
+            .min(rest.len());
+        let (chunk, tail) = rest.split_at(n);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    let parts: Vec<Result<(Vec<f32>, Option<FiringStats>)>> = chunks
+        .par_iter()
         .map_init(
             || model.inference_workspace(),
-            |ws, idx| {
+            |ws, &idx| {
                 let batch: Vec<&[u32]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
                 model.forward(params, &batch, ws, false)?;
                 let stats = want_firing.then(|| {
@@ -41,7 +56,7 @@ pub fn predict(
         .collect();
     let mut probs = vec![0.0; seqs.len() * c];
     let mut total = FiringStats::default();
-    for (chunk, part) in order.chunks(EVAL_BATCH).zip(parts) {
+    for (chunk, part) in chunks.iter().zip(parts) {
         let (p, stats) = part?;
         for (k, &i) in chunk.iter().enumerate() {
             probs[i * c..(i + 1) * c].copy_from_slice(&p[k * c..(k + 1) * c]);

@@ -74,6 +74,33 @@ fn malformed_file_is_a_one_line_error() {
     one_line_error(&o);
 }
 
+/// An unusable file or a malformed case is reported, and everything else is still checked:
+/// the summary counts the good cases and the exit code is non-zero.
+#[test]
+fn bad_file_or_case_does_not_hide_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"x": 1}"#).unwrap();
+    let zou = golden_dir().join("tutorial_net_zou.json");
+    let o = run(&["conformance".as_ref(), bad.as_os_str(), zou.as_os_str()]);
+    assert!(!o.status.success(), "{}", describe(&o));
+    let s = stdout(&o);
+    assert!(s.contains("ERROR"), "{s}");
+    assert!(s.contains("1 passed, 0 failed, 1 file(s) unusable"), "{s}");
+    one_line_error(&o);
+
+    let text = std::fs::read_to_string(golden_dir().join("rnn_cases.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["cases"][5].as_object_mut().unwrap().remove("model");
+    let file = dir.path().join("one_bad_case.json");
+    std::fs::write(&file, v.to_string()).unwrap();
+    let o = run(&["conformance".as_ref(), file.as_os_str()]);
+    let s = stdout(&o);
+    assert!(s.contains("40 passed, 1 failed"), "{s}");
+    assert!(s.lines().any(|l| l.contains("ERROR")), "{s}");
+    one_line_error(&o);
+}
+
 /// A case without the reference data of a group fails and names the group: a case must not
 /// pass on what it did not check.
 #[test]

@@ -453,6 +453,23 @@ fn bad_bench_flags() {
         .unwrap();
     let line = one_line_error(&o);
     assert!(line.contains("--data"), "{line}");
+    // Data with fewer training names than one batch of the measurement.
+    let tmp = tempfile::tempdir().unwrap();
+    for lang in ["Czech", "Polish"] {
+        std::fs::write(tmp.path().join(format!("{lang}.txt")), "Adam\nBeck\nCech\n").unwrap();
+    }
+    let line = one_line_error(&run(&[
+        os("bench"),
+        os("--only"),
+        os("train_batched"),
+        os("--data"),
+        tmp.path().as_os_str(),
+        os("--rounds"),
+        os("1"),
+        os("--seconds"),
+        os("0.01"),
+    ]));
+    assert!(line.contains("at least 64"), "{line}");
 }
 
 /// `export` never writes over a file of a run directory, such as the run's own config.
