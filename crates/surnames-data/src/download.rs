@@ -26,8 +26,86 @@ const MAX_ENTRY_BYTES: u64 = 16 << 20;
 /// directory renamed to `dest/names` (replacing an existing one), so a failed or interrupted
 /// run never leaves a partial or unverified `names` directory. Returns `dest/names`.
 pub fn download_and_unpack(url: &str, dest: &Path, verify: bool) -> Result<PathBuf, DataError> {
+    remove_stale_staging(dest);
     let bytes = fetch(url)?;
     unpack_archive(&bytes, url, dest, verify)
+}
+
+/// The proxy for `url` from the environment, as curl reads it: `https_proxy`/`HTTPS_PROXY` for
+/// https (`http_proxy`/`HTTP_PROXY` for http), else `all_proxy`/`ALL_PROXY`; none for a host
+/// listed in `no_proxy`/`NO_PROXY` (comma-separated names or domain suffixes, `*` = all) or a
+/// loopback host. SOCKS proxies are not supported and are ignored. (ureq's own reading of the
+/// environment ignores `NO_PROXY` and the scheme, so it is done here.)
+fn proxy_for(url: &str, var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let get = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| var(n).filter(|v| !v.trim().is_empty()))
+    };
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(h) = host_port.strip_prefix('[') {
+        h.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    }
+    .to_ascii_lowercase();
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
+        return None;
+    }
+    if let Some(no) = get(&["no_proxy", "NO_PROXY"]) {
+        let listed = no
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .any(|e| {
+                let e = e.trim_start_matches('.').to_ascii_lowercase();
+                e == "*" || host == e || host.ends_with(&format!(".{e}"))
+            });
+        if listed {
+            return None;
+        }
+    }
+    let proxy = match scheme {
+        "https" => get(&["https_proxy", "HTTPS_PROXY"]),
+        _ => get(&["http_proxy", "HTTP_PROXY"]),
+    }
+    .or_else(|| get(&["all_proxy", "ALL_PROXY"]))?;
+    (!proxy.to_ascii_lowercase().starts_with("socks")).then_some(proxy)
+}
+
+/// Removes the staging directories (`.names.partial-<pid>-…`, `.names.old-<pid>-…`) that a
+/// killed download left in `dest`, when process `<pid>` no longer runs. Where that cannot be
+/// told (no `/proc`), nothing is removed.
+fn remove_stale_staging(dest: &Path) {
+    let proc = Path::new("/proc");
+    let Ok(entries) = fs::read_dir(dest) else {
+        return;
+    };
+    if !proc.join("self").exists() {
+        return;
+    }
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Some(rest) = name
+            .strip_prefix(".names.partial-")
+            .or_else(|| name.strip_prefix(".names.old-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().filter(|p| p.parse::<u32>().is_ok()) else {
+            continue;
+        };
+        if !proc.join(pid).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// GETs `url` into memory, with timeouts so a stalled server cannot hang training start-up.
@@ -36,13 +114,16 @@ fn fetch(url: &str) -> Result<Vec<u8>, DataError> {
         url: url.to_string(),
         message,
     };
-    // HTTPS_PROXY / ALL_PROXY / NO_PROXY as curl reads them: users behind a proxy get the data.
-    let agent = ureq::AgentBuilder::new()
-        .try_proxy_from_env(true)
+    let mut builder = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(60))
-        .user_agent(concat!("surnames-data/", env!("CARGO_PKG_VERSION")))
-        .build();
+        .user_agent(concat!("surnames-data/", env!("CARGO_PKG_VERSION")));
+    if let Some(p) = proxy_for(url, |k| std::env::var(k).ok()) {
+        let proxy =
+            ureq::Proxy::new(&p).map_err(|e| network(format!("proxy {p}: {}", one_line(e))))?;
+        builder = builder.proxy(proxy);
+    }
+    let agent = builder.build();
     let response = agent.get(url).call().map_err(|e| match e {
         ureq::Error::Status(code, response) => {
             network(format!("HTTP {code} {}", one_line(response.status_text())))
@@ -247,7 +328,7 @@ impl Drop for TempDir {
 
 #[cfg(test)]
 mod tests {
-    use super::safe_components;
+    use super::{proxy_for, safe_components};
 
     #[test]
     fn traversal_is_rejected() {
@@ -270,5 +351,62 @@ mod tests {
         ] {
             assert_eq!(safe_components(bad), None, "{bad:?}");
         }
+    }
+
+    /// Scheme-specific variables first, then ALL_PROXY; NO_PROXY suffixes and loopback hosts
+    /// bypass; SOCKS is ignored.
+    #[test]
+    fn proxy_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let url = "https://download.pytorch.org/tutorial/data.zip";
+        let p = |pairs: &'static [(&'static str, &'static str)], u: &str| proxy_for(u, env(pairs));
+        assert_eq!(p(&[], url), None);
+        assert_eq!(
+            p(&[("HTTPS_PROXY", "http://p:3128")], url).as_deref(),
+            Some("http://p:3128")
+        );
+        assert_eq!(p(&[("HTTP_PROXY", "http://p:1")], url), None);
+        assert_eq!(
+            p(&[("ALL_PROXY", "http://a:1")], url).as_deref(),
+            Some("http://a:1")
+        );
+        assert_eq!(
+            p(
+                &[("https_proxy", "http://s:1"), ("ALL_PROXY", "http://a:1")],
+                url
+            )
+            .as_deref(),
+            Some("http://s:1")
+        );
+        assert_eq!(
+            p(
+                &[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "pytorch.org")],
+                url
+            ),
+            None
+        );
+        assert_eq!(
+            p(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "*")], url),
+            None
+        );
+        assert_eq!(p(&[("ALL_PROXY", "socks5://s:1080")], url), None);
+        assert_eq!(
+            p(
+                &[("ALL_PROXY", "http://a:1")],
+                "http://127.0.0.1:8080/x.zip"
+            ),
+            None
+        );
+        assert_eq!(
+            p(&[("ALL_PROXY", "http://a:1")], "http://localhost/x.zip"),
+            None
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! The crate's error type. Every message is one line and names the path or URL involved, so a
-//! CLI can print it verbatim.
+//! The crate's error type. Every message is one line and names the path or URL involved; an
+//! I/O failure's cause is its `source()`, so print the chain (anyhow's `{:#}`), not only `{}`.
 
 use std::path::PathBuf;
 
@@ -72,6 +72,10 @@ pub enum DataError {
         /// What the user can do about it; may be empty.
         hint: String,
     },
+
+    /// The cache's data directory is not a usable directory (a file, a broken link).
+    #[error("the cached data {} is unusable ({reason}); delete it to download the data again", .path.display())]
+    CacheUnusable { path: PathBuf, reason: String },
 
     /// HTTP status or transport failure.
     #[error("download of {url} failed: {message} (without network access, pass a local copy with --data DIR or SURNAMES_DATA)")]

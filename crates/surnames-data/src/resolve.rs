@@ -83,6 +83,14 @@ pub fn resolve_source(
     if let Some(dir) = local {
         check_dir(&dir)?;
         let mut warnings = Vec::new();
+        // The archive unpacks to data/names/*.txt (and data/eng-fra.txt).
+        if dir.join("names").is_dir() {
+            warnings.push(format!(
+                "{} holds a names/ directory: the language files are probably in {}",
+                dir.display(),
+                dir.join("names").display()
+            ));
+        }
         if verify {
             let mismatches = verify_dir(&dir)?;
             if !mismatches.is_empty() {
@@ -102,7 +110,19 @@ pub fn resolve_source(
 
     let cached = cache_dir.join("names");
     if std::fs::symlink_metadata(&cached).is_ok() {
-        check_dir(&cached)?;
+        check_dir(&cached).map_err(|e| {
+            // The reason with its causes (an I/O error's is in the source chain).
+            let mut reason = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                reason.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            DataError::CacheUnusable {
+                path: cached.clone(),
+                reason,
+            }
+        })?;
         if verify {
             let mismatches = verify_dir(&cached)?;
             if !mismatches.is_empty() {

@@ -270,3 +270,57 @@ fn default_cache_dir_ends_in_surnames() {
         assert!(dir.ends_with("surnames"));
     }
 }
+
+/// A cached `names` that is not a directory (a file, a broken link) is an error that says to
+/// delete it; staging directories of a killed download are removed by the next one; a `--data`
+/// directory holding `names/` (the unzipped archive's top) gets a hint.
+#[test]
+fn damaged_cache_and_leftovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("names"), "not a directory").unwrap();
+    let Err(err) = resolve_source(None, None, tmp.path(), "http://127.0.0.1:9/x.zip", true) else {
+        panic!("a file as the cached data must be an error");
+    };
+    assert!(matches!(err, DataError::CacheUnusable { .. }), "{err:?}");
+    assert!(err.to_string().contains("delete it"), "{err}");
+
+    // No process has pid 999999999 (Linux caps pids far lower).
+    let stale = tmp.path().join(".names.partial-999999999-1-0");
+    std::fs::create_dir(&stale).unwrap();
+    let live = tmp
+        .path()
+        .join(format!(".names.partial-{}-1-0", std::process::id()));
+    std::fs::create_dir(&live).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _ = download_and_unpack(&format!("http://127.0.0.1:{port}/x.zip"), tmp.path(), true);
+    if Path::new("/proc/self").exists() {
+        assert!(
+            !stale.exists(),
+            "the dead download's staging directory is still there"
+        );
+    }
+    assert!(
+        live.exists(),
+        "a running download's staging directory was removed"
+    );
+
+    let top = tmp.path().join("data");
+    std::fs::create_dir_all(top.join("names")).unwrap();
+    let r = resolve_source(
+        Some(&top),
+        None,
+        tmp.path(),
+        "http://127.0.0.1:9/x.zip",
+        false,
+    )
+    .unwrap();
+    assert!(
+        r.warnings.iter().any(|w| w.contains("names/ directory")),
+        "{:?}",
+        r.warnings
+    );
+}

@@ -464,8 +464,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         .collect();
     if !empty.is_empty() {
         eprintln!(
-            "warning: the split leaves no training names for {}; the model cannot learn to predict it",
-            empty.join(", ")
+            "warning: the split leaves no training names for {}; the model cannot learn to predict {}",
+            empty.join(", "),
+            if empty.len() == 1 { "it" } else { "them" }
         );
     }
     let tc = cfg.training.clone().context("no training section")?;
@@ -551,7 +552,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
     ));
     // The command that continues, with the data this one used.
     let mut again = format!("surnames train --resume {}", shell_word(&run_dir));
-    if a.source.data.is_some() || std::env::var_os(surnames_data::ENV_VAR).is_some() {
+    if a.source.data.is_some()
+        || std::env::var_os(surnames_data::ENV_VAR).is_some_and(|v| !v.is_empty())
+    {
         again.push_str(&format!(" --data {}", shell_word(&dir)));
     }
     if a.source.no_verify {
@@ -781,7 +784,10 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     if !a.names.is_empty() {
         failed += answer(&m, &a, &a.names)?;
     } else if !stdin.is_terminal() {
-        // Line by line, so that one line that is not UTF-8 fails alone.
+        // Line by line, so that one line that is not UTF-8 fails alone. From a pipe each name
+        // is answered as it arrives (`tail -f names | surnames predict …`); from a file, all
+        // at once (batched over the cores).
+        let streaming = stdin_is_pipe();
         let mut names = Vec::new();
         for (i, line) in stdin.lock().split(b'\n').enumerate() {
             let line = line.context("cannot read stdin")?;
@@ -796,6 +802,10 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                     eprintln!("error: line {} of stdin is not UTF-8 text", i + 1);
                     failed += 1;
                 }
+            }
+            if streaming && !names.is_empty() {
+                failed += answer(&m, &a, &names)?;
+                names.clear();
             }
         }
         failed += answer(&m, &a, &names)?;
@@ -830,6 +840,23 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether stdin is a pipe (not a file or a terminal).
+fn stdin_is_pipe() -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        use std::os::unix::io::AsFd;
+        std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| std::fs::File::from(fd).metadata().ok())
+            .is_some_and(|m| m.file_type().is_fifo())
+    }
+    #[cfg(not(unix))]
+    false
 }
 
 /// Longest name `predict` reads (the longest in the data set has 19 letters; memory grows with

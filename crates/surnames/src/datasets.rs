@@ -136,6 +136,15 @@ pub fn check_categories(ds: &Dataset, expected: &[String], dir: &Path) -> Result
         if !extra.is_empty() {
             diff.push(format!("it has {} in addition", extra.join(", ")));
         }
+        if diff.is_empty() {
+            // The same set with a repetition (a hand-edited config.json).
+            bail!(
+                "the data in {} has languages [{}] but the model was trained on [{}]",
+                dir.display(),
+                ds.categories.join(", "),
+                expected.join(", ")
+            );
+        }
         bail!(
             "the data in {} does not have the {} languages the model was trained on: {}",
             dir.display(),

@@ -7,7 +7,7 @@ use spiking_rnn::classifier::FiringStats;
 use spiking_rnn::loss::argmax;
 use spiking_rnn::SeqClassifier;
 
-/// Names per forward pass when evaluating.
+/// Most names per forward pass when evaluating (fewer for long names, [`EVAL_LETTERS`]).
 const EVAL_BATCH: usize = 128;
 /// Most letter steps in one evaluation batch (names × longest name): 128 names of 32 letters.
 const EVAL_LETTERS: usize = 4096;
@@ -193,5 +193,34 @@ mod tests {
         // a class that never occurs is left out of the macro average
         let s = score(&[0, 1], &[0, 1], 3);
         assert_eq!(s.macro_f1, 1.0);
+    }
+
+    /// Names of very different lengths go into batches of different sizes (the letter budget):
+    /// every name's probabilities land at its own index and equal its batch-1 result, and the
+    /// firing statistics cover every batch.
+    #[test]
+    fn long_and_short_names_in_budgeted_batches() {
+        let model = crate::bench::tutorial_model(8).unwrap();
+        let params = model.init_params(3);
+        let lens = [1000usize, 3, 500, 7, 4096, 1, 40, 33];
+        let seqs: Vec<Vec<u32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| (0..n).map(|i| ((i * 7 + k) % 58) as u32).collect())
+            .collect();
+        let mut firing = FiringStats::default();
+        let all = predict(&model, &params, &seqs, Some(&mut firing)).unwrap();
+        let c = model.cfg.num_classes;
+        let mut letters = 0.0;
+        for (k, s) in seqs.iter().enumerate() {
+            let one = predict(&model, &params, std::slice::from_ref(s), None).unwrap();
+            assert_eq!(&all[k * c..(k + 1) * c], &one[..], "name {k}");
+            letters += s.len() as f64;
+        }
+        // Every gate and h counted once per letter of every name.
+        assert!(!firing.counts.is_empty());
+        for &n in &firing.counts {
+            assert_eq!(n, letters * 8.0);
+        }
     }
 }

@@ -241,6 +241,36 @@ fn non_utf8_stdin_line_fails_alone() {
     check_prediction(&v[1], "Smith", "Smith", 3);
 }
 
+/// From a pipe, each name is answered as it arrives, before stdin ends (`tail -f … | predict`).
+#[test]
+fn names_from_a_pipe_are_answered_as_they_arrive() {
+    use std::io::{BufRead, Write};
+    let mut child = surnames()
+        .args(["predict", "--json", "--model"])
+        .arg(shared_run())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Zou\n").unwrap();
+    stdin.flush().unwrap();
+    // Read the answer while stdin is still open (a reader thread, so a hang fails the test).
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        tx.send(line).unwrap();
+    });
+    let line = rx.recv_timeout(std::time::Duration::from_secs(30));
+    drop(stdin);
+    child.wait().unwrap();
+    let line = line.expect("no answer before the end of stdin");
+    check_prediction(&json(&line), "Zou", "Zou", 3);
+}
+
 /// Weights so large that the outputs overflow: an error, not `null` probabilities.
 #[test]
 fn overflowing_weights_are_an_error() {
