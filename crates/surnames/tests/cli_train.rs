@@ -548,18 +548,7 @@ fn periodic_checkpoint_survives_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = tmp.path().join("killed");
     let args = |out: &Path, extra: &[&str]| {
-        let mut a = train_args(&[
-            os("--out"),
-            out.as_os_str(),
-            os("--episodes"),
-            os("3000"),
-            os("--eval-every"),
-            os("100"),
-            os("--hidden"),
-            os("16"),
-            os("--threads"),
-            os("1"),
-        ]);
+        let mut a = tiny_args(out, "3000");
         a.extend(extra.iter().map(OsString::from));
         a
     };
