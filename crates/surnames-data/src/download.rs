@@ -80,8 +80,9 @@ fn proxy_for(url: &str, var: impl Fn(&str) -> Option<String>) -> Option<String> 
 }
 
 /// Removes the staging directories (`.names.partial-<pid>-…`, `.names.old-<pid>-…`) that a
-/// killed download left in `dest`, when process `<pid>` no longer runs. Where that cannot be
-/// told (no `/proc`), nothing is removed.
+/// killed download left in `dest`: older than an hour, and process `<pid>` no longer runs here.
+/// (The age keeps a download of another machine or container sharing the cache safe.) Where
+/// the process cannot be looked up (no `/proc`), nothing is removed.
 fn remove_stale_staging(dest: &Path) {
     let proc = Path::new("/proc");
     let Ok(entries) = fs::read_dir(dest) else {
@@ -102,7 +103,13 @@ fn remove_stale_staging(dest: &Path) {
         let Some(pid) = rest.split('-').next().filter(|p| p.parse::<u32>().is_ok()) else {
             continue;
         };
-        if !proc.join(pid).exists() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if old && !proc.join(pid).exists() {
             let _ = fs::remove_dir_all(e.path());
         }
     }
@@ -119,8 +126,16 @@ fn fetch(url: &str) -> Result<Vec<u8>, DataError> {
         .timeout_read(Duration::from_secs(60))
         .user_agent(concat!("surnames-data/", env!("CARGO_PKG_VERSION")));
     if let Some(p) = proxy_for(url, |k| std::env::var(k).ok()) {
-        let proxy =
-            ureq::Proxy::new(&p).map_err(|e| network(format!("proxy {p}: {}", one_line(e))))?;
+        // ureq takes lowercase `http://` (or no scheme) only. Messages never show credentials.
+        let (scheme, rest) = p.split_once("://").unwrap_or(("http", p.as_str()));
+        let shown = format!("{scheme}://{}", rest.rsplit('@').next().unwrap_or(""));
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Err(network(format!(
+                "proxy {shown}: only http:// proxies are supported"
+            )));
+        }
+        let proxy = ureq::Proxy::new(format!("http://{rest}"))
+            .map_err(|e| network(format!("proxy {shown}: {}", one_line(e))))?;
         builder = builder.proxy(proxy);
     }
     let agent = builder.build();

@@ -284,9 +284,17 @@ fn damaged_cache_and_leftovers() {
     assert!(matches!(err, DataError::CacheUnusable { .. }), "{err:?}");
     assert!(err.to_string().contains("delete it"), "{err}");
 
-    // No process has pid 999999999 (Linux caps pids far lower).
+    // No process has pid 999999999 (Linux caps pids far lower); one stale directory is two
+    // hours old, the other as fresh as a download of another machine sharing the cache.
     let stale = tmp.path().join(".names.partial-999999999-1-0");
     std::fs::create_dir(&stale).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::open(&stale)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let fresh = tmp.path().join(".names.old-999999999-2-0");
+    std::fs::create_dir(&fresh).unwrap();
     let live = tmp
         .path()
         .join(format!(".names.partial-{}-1-0", std::process::id()));
@@ -307,6 +315,7 @@ fn damaged_cache_and_leftovers() {
         live.exists(),
         "a running download's staging directory was removed"
     );
+    assert!(fresh.exists(), "a recent staging directory was removed");
 
     let top = tmp.path().join("data");
     std::fs::create_dir_all(top.join("names")).unwrap();

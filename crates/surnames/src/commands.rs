@@ -784,13 +784,25 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     if !a.names.is_empty() {
         failed += answer(&m, &a, &a.names)?;
     } else if !stdin.is_terminal() {
-        // Line by line, so that one line that is not UTF-8 fails alone. From a pipe each name
-        // is answered as it arrives (`tail -f names | surnames predict …`); from a file, all
-        // at once (batched over the cores).
-        let streaming = stdin_is_pipe();
+        // Line by line, so that one line that is not UTF-8 fails alone. From a pipe, the names
+        // that have arrived are answered whenever the next read would wait (`tail -f names |
+        // surnames predict …` answers each at once, `cat names |` still gets full batches);
+        // from a file, all at once.
+        let streaming = !stdin_is_file();
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, stdin.lock());
         let mut names = Vec::new();
-        for (i, line) in stdin.lock().split(b'\n').enumerate() {
-            let line = line.context("cannot read stdin")?;
+        for i in 0.. {
+            let mut line = Vec::new();
+            if reader
+                .read_until(b'\n', &mut line)
+                .context("cannot read stdin")?
+                == 0
+            {
+                break;
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
             match String::from_utf8(line) {
                 Ok(n) => {
                     let n = n.trim_end_matches('\r');
@@ -803,7 +815,8 @@ pub fn predict(a: PredictArgs) -> Result<()> {
                     failed += 1;
                 }
             }
-            if streaming && !names.is_empty() {
+            let waiting = reader.buffer().is_empty();
+            if streaming && !names.is_empty() && (waiting || names.len() >= 128) {
                 failed += answer(&m, &a, &names)?;
                 names.clear();
             }
@@ -842,21 +855,20 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether stdin is a pipe (not a file or a terminal).
-fn stdin_is_pipe() -> bool {
+/// Whether stdin is a regular file (`< names.txt`), not a pipe, socket or terminal.
+fn stdin_is_file() -> bool {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::FileTypeExt;
         use std::os::unix::io::AsFd;
         std::io::stdin()
             .as_fd()
             .try_clone_to_owned()
             .ok()
             .and_then(|fd| std::fs::File::from(fd).metadata().ok())
-            .is_some_and(|m| m.file_type().is_fifo())
+            .is_some_and(|m| m.is_file())
     }
     #[cfg(not(unix))]
-    false
+    true
 }
 
 /// Longest name `predict` reads (the longest in the data set has 19 letters; memory grows with
@@ -1266,7 +1278,8 @@ pub struct BenchArgs {
     /// Threads for the batched measurements (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Only the measurements whose key contains this text (e.g. `train_b1`).
+    /// Only the measurements whose key contains this text (e.g. `train_b1`), or exactly the key
+    /// it names.
     #[arg(long)]
     pub only: Option<String>,
     /// Names data for `train_batched_names_per_s` (default: $SURNAMES_DATA; skipped if neither).
