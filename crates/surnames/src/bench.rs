@@ -99,6 +99,9 @@ pub const KEYS: [&str; 8] = [
     "eval_test_names_per_s_no_prefix_sharing",
 ];
 
+/// Names per step of `train_batched_names_per_s` (and so the fewest training names it needs).
+const NAMES_BATCH: usize = 64;
+
 pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     if let Some(o) = &opts.only {
         if !KEYS.iter().any(|k| k.contains(o.as_str())) {
@@ -129,18 +132,18 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         None => true,
     };
     // Checked before any measurement, so that no results are thrown away.
-    let batched_names = opts.names.as_ref().filter(|(n, _)| n.len() >= 64);
+    let batched_names = opts.names.as_ref().filter(|(n, _)| n.len() >= NAMES_BATCH);
     if let Some((names, _)) = &opts.names {
-        if names.len() < 64 && want("train_batched_names_per_s") {
+        if names.len() < NAMES_BATCH && want("train_batched_names_per_s") {
             // An error only when it is the one measurement asked for.
             if KEYS.iter().filter(|k| want(k)).count() == 1 {
                 bail!(
-                    "train_batched_names_per_s needs at least 64 training names; the data has {}",
+                    "train_batched_names_per_s needs at least {NAMES_BATCH} training names; the data has {}",
                     names.len()
                 );
             }
             eprintln!(
-                "warning: skipping train_batched_names_per_s: the data has {} training names, fewer than one batch of 64",
+                "warning: skipping train_batched_names_per_s: the data has {} training names, fewer than one batch of {NAMES_BATCH}",
                 names.len()
             );
         }
@@ -238,13 +241,13 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
         let mut order: Vec<usize> = (0..names.len()).collect();
         let mut pos = 0;
         let r = pool.install(|| {
-            measure(opts.rounds, opts.budget, 64, || {
-                if pos + 64 > order.len() {
+            measure(opts.rounds, opts.budget, NAMES_BATCH, || {
+                if pos + NAMES_BATCH > order.len() {
                     pos = 0;
                     rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
                 }
-                let idx = &order[pos..pos + 64];
-                pos += 64;
+                let idx = &order[pos..pos + NAMES_BATCH];
+                pos += NAMES_BATCH;
                 let refs: Vec<&[u32]> = idx.iter().map(|&i| names[i].as_slice()).collect();
                 let ys: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
                 model.batch_grad(&params, &refs, &ys, &ce, &mut ws)?;

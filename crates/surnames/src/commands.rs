@@ -306,12 +306,10 @@ pub fn build_run_config(
     split.seed = tc.seed;
     // One name per step cannot be split across cores: one worker trains, and the test
     // evaluations run beside it on another core.
-    let batch_default = if tc.batch_size == 1 {
-        1
-    } else {
-        default_threads().min(MAX_THREADS)
+    tc.threads = match a.threads {
+        None if tc.batch_size == 1 => 1,
+        given => threads_arg(given)?,
     };
-    tc.threads = threads_arg(Some(a.threads.unwrap_or(batch_default)))?;
     if tc.batch_size == 0 {
         bail!("--batch-size must be ≥ 1");
     }
@@ -386,28 +384,7 @@ fn prepare(ds: &surnames_data::Dataset, split: &SplitSpec) -> Result<TrainData> 
 
 pub fn train(a: TrainArgs) -> Result<()> {
     // What can be refused without the data is refused before it is downloaded.
-    if let Some(r) = &a.resume {
-        let cfg = checkpoint::load_config(r)?;
-        if cfg.training.is_none() {
-            bail!(
-                "{} holds an imported model, not a training run",
-                r.display()
-            );
-        }
-        if !train::has_state(r) {
-            bail!(
-                "cannot resume {}: it holds no saved training state (the run stopped before its first save); start it again with --out {}",
-                r.display(),
-                r.display()
-            );
-        }
-        if train::is_finished(r)? {
-            bail!(
-                "run {} has already finished; start a new one with --out",
-                r.display()
-            );
-        }
-    }
+    let resume_cfg = a.resume.as_deref().map(check_resumable).transpose()?;
     if let Some(out) = &a.out {
         check_new_run_dir(out)?;
     }
@@ -417,14 +394,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
         Some(m) => bail!("--checkpoint-minutes must be between 0 and 1e6, got {m}"),
     };
     let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
-    let (run_dir, cfg, resume) = match &a.resume {
-        Some(r) => {
-            let cfg = checkpoint::load_config(r)?;
-            if cfg
-                .data_fingerprint
-                .as_ref()
-                .is_some_and(|f| *f != ds.fingerprint())
-            {
+    let (run_dir, cfg, resume) = match (&a.resume, resume_cfg) {
+        (Some(r), Some(cfg)) => {
+            if !datasets::same_data(&ds, &cfg) {
                 bail!(
                     "the names in {} are not the ones run {} was trained on; resume with the same --data",
                     dir.display(),
@@ -433,7 +405,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             }
             (r.clone(), cfg, true)
         }
-        None => {
+        _ => {
             let out = a.out.clone().context("--out RUN is required")?;
             // Training-set size for epoch-based settings comes from the split itself.
             let probe = build_run_config(&a, ds.categories.clone(), 1)?;
@@ -485,12 +457,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     // The checks made before the data was loaded, again under the lock: another training may
     // have used the directory meanwhile.
     if resume {
-        if !train::has_state(&run_dir) || train::is_finished(&run_dir)? {
-            bail!(
-                "run {} changed while the data was loaded; check it and start again",
-                run_dir.display()
-            );
-        }
+        check_resumable(&run_dir)?;
     } else {
         check_new_run_dir(&run_dir)?;
         write_atomic(&run_dir.join(fsutil::UNSAVED_MARK), b"")
@@ -605,13 +572,37 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// The config of a run that `--resume` can continue; refuses an imported model, a run without a
+/// saved state and a finished run.
+fn check_resumable(r: &std::path::Path) -> Result<RunConfig> {
+    let cfg = checkpoint::load_config(r)?;
+    if cfg.training.is_none() {
+        bail!(
+            "{} holds an imported model, not a training run",
+            r.display()
+        );
+    }
+    if !train::has_state(r) {
+        bail!(
+            "cannot resume {}: it holds no saved training state (the run stopped before its first save); start it again with --out {}",
+            r.display(),
+            r.display()
+        );
+    }
+    if train::is_finished(r)? {
+        bail!(
+            "run {} has already finished; start a new one with --out",
+            r.display()
+        );
+    }
+    Ok(cfg)
+}
+
 /// Refuses an `--out` that is a file or already holds a model or a run. The directory of a
 /// training run that stopped before its first complete save (config.json, maybe a model, no
 /// resume state, and [`fsutil::UNSAVED_MARK`]) is reused, and so is one with only config.json.
 fn check_new_run_dir(out: &std::path::Path) -> Result<()> {
-    if out.exists() && !out.is_dir() {
-        bail!("--out {} is a file, not a directory", out.display());
-    }
+    refuse_file_as_out_dir(out)?;
     if train::has_state(out) {
         if train::is_finished(out).unwrap_or(false) {
             bail!(
@@ -629,6 +620,14 @@ fn check_new_run_dir(out: &std::path::Path) -> Result<()> {
     // before its first complete save (it left the mark).
     if out.join(checkpoint::MODEL_FILE).exists() && !out.join(fsutil::UNSAVED_MARK).exists() {
         bail!("{} already holds a model; use another --out", out.display());
+    }
+    Ok(())
+}
+
+/// An `--out` directory that exists as a file is an error (creating it would fail obscurely).
+fn refuse_file_as_out_dir(out: &std::path::Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is a file, not a directory", out.display());
     }
     Ok(())
 }
@@ -871,10 +870,6 @@ fn stdin_is_file() -> bool {
     true
 }
 
-/// Longest name `predict` reads (the longest in the data set has 19 letters; memory grows with
-/// the length).
-const MAX_NAME_LETTERS: usize = 1000;
-
 /// A name for a message: quoted, cut after 40 characters.
 fn short(raw: &str) -> String {
     if raw.chars().count() <= 40 {
@@ -899,10 +894,11 @@ fn answer(m: &LoadedModel, a: &PredictArgs, names: &[String]) -> Result<usize> {
         if n.text.is_empty() {
             eprintln!("error: {raw:?}: no letters of the alphabet left to predict on");
             failed += 1;
-        } else if letters > MAX_NAME_LETTERS {
+        } else if letters > surnames_data::MAX_NAME_LETTERS {
             eprintln!(
-                "error: name {} is {letters} letters long; at most {MAX_NAME_LETTERS} are read",
-                short(raw)
+                "error: name {} is {letters} letters long; at most {} are read",
+                short(raw),
+                surnames_data::MAX_NAME_LETTERS
             );
             failed += 1;
         } else {
@@ -989,8 +985,8 @@ pub fn confusion(a: ConfusionArgs) -> Result<()> {
     } else if a.samples == 0 || a.samples > MAX_SAMPLES {
         bail!("--samples must be between 1 and {MAX_SAMPLES}");
     }
-    if let Some(o) = a.out.as_ref().filter(|o| o.exists() && !o.is_dir()) {
-        bail!("--out {} is a file, not a directory", o.display());
+    if let Some(o) = &a.out {
+        refuse_file_as_out_dir(o)?;
     }
     let m = load_run(&a.model)?;
     let (dir, ds) = datasets::open(a.source.data.as_deref(), !a.source.no_verify)?;
@@ -1010,12 +1006,8 @@ pub fn confusion(a: ConfusionArgs) -> Result<()> {
     let enc: Encoded = match a.split.as_deref() {
         Some("test") => encode(&lists.test)?,
         Some("train") => encode(&lists.train)?,
-        Some("all") => encode(&all)?,
-        Some(other) => bail!("unknown --split '{other}' (expected test, train or all)"),
+        Some(_) => encode(&all)?, // "all" (the options were checked above)
         None => {
-            if a.samples == 0 || a.samples > MAX_SAMPLES {
-                bail!("--samples must be between 1 and {MAX_SAMPLES}");
-            }
             let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
             let mut draws = vec![Vec::new(); c];
             for _ in 0..a.samples {
@@ -1131,9 +1123,7 @@ pub struct ImportArgs {
 pub fn import(a: ImportArgs) -> Result<()> {
     let bytes = std::fs::read(&a.state_dict)
         .with_context(|| format!("cannot read {}", a.state_dict.display()))?;
-    if a.out.exists() && !a.out.is_dir() {
-        bail!("--out {} is a file, not a directory", a.out.display());
-    }
+    refuse_file_as_out_dir(&a.out)?;
     if a.out.join(checkpoint::CONFIG_FILE).exists() || a.out.join(checkpoint::MODEL_FILE).exists() {
         bail!(
             "{} already holds a model or a run; import into another --out",

@@ -38,13 +38,14 @@ impl Group {
         }
     }
 
-    /// A group with no reference data in the file.
-    fn missing(name: &'static str) -> Self {
+    /// A floating-point group (tolerance, not exact): `None` when the file has no reference
+    /// data for it.
+    fn float(name: &'static str, worst: Option<f32>) -> Self {
         Self {
             name,
-            worst: 0.0,
+            worst: worst.unwrap_or(0.0),
             exact: false,
-            missing: true,
+            missing: worst.is_none(),
         }
     }
 
@@ -339,10 +340,7 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
             loss_err = Some(loss_err.unwrap_or(0.0).max((ours - r as f32).abs()));
         }
     }
-    groups.push(match loss_err {
-        Some(e) => Group::new("losses", e, false),
-        None => Group::missing("losses"),
-    });
+    groups.push(Group::float("losses", loss_err));
 
     let (mut in_err, mut param_err) = (None::<f32>, None::<f32>);
     for (key, d_final) in [
@@ -384,12 +382,8 @@ fn check_rnn_case(c: &Value) -> Result<CaseReport> {
             *group = Some(group.unwrap_or(0.0).max(e));
         }
     }
-    for (group, err) in [("input_grads", in_err), ("param_grads", param_err)] {
-        groups.push(match err {
-            Some(e) => Group::new(group, e, false),
-            None => Group::missing(group),
-        });
-    }
+    groups.push(Group::float("input_grads", in_err));
+    groups.push(Group::float("param_grads", param_err));
     Ok(CaseReport {
         name,
         groups,
@@ -535,15 +529,8 @@ fn check_tutorial_case(c: &Value) -> Result<CaseReport> {
             Group::new("outputs", out_err, true),
             Group::new("states", states_err, true),
             Group::new("logits_loss", float_err, false),
-            if gref.is_empty() {
-                Group::missing("param_grads")
-            } else {
-                Group::new("param_grads", grad_err, false)
-            },
-            match adam_err {
-                Some(e) => Group::new("adam_step", e, false),
-                None => Group::missing("adam_step"),
-            },
+            Group::float("param_grads", (!gref.is_empty()).then_some(grad_err)),
+            Group::float("adam_step", adam_err),
         ],
     })
 }

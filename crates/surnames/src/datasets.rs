@@ -93,17 +93,21 @@ pub fn encode(lists: &[Vec<String>]) -> Result<Encoded> {
 /// model was trained on).
 pub fn check_data(ds: &Dataset, cfg: &crate::config::RunConfig, dir: &Path) -> Result<()> {
     check_categories(ds, &cfg.categories, dir)?;
-    if cfg
-        .data_fingerprint
-        .as_ref()
-        .is_some_and(|f| *f != ds.fingerprint())
-    {
+    if !same_data(ds, cfg) {
         eprintln!(
             "warning: the names in {} are not the ones the model was trained on; its test split may hold training names",
             dir.display()
         );
     }
     Ok(())
+}
+
+/// False when `cfg` records a fingerprint of its training data and `ds` has another one (runs of
+/// earlier versions and imported models record none).
+pub fn same_data(ds: &Dataset, cfg: &crate::config::RunConfig) -> bool {
+    cfg.data_fingerprint
+        .as_ref()
+        .is_none_or(|f| *f == ds.fingerprint())
 }
 
 /// Checks that the data's languages are the ones the model was trained on.

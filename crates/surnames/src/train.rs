@@ -272,18 +272,32 @@ pub fn has_state(dir: &Path) -> bool {
 
 /// Whether the run in `dir` has done all its steps.
 pub fn is_finished(dir: &Path) -> Result<bool> {
-    Ok(read_resume(dir)?.0.finished)
+    let (bytes, what) = read_resume_file(dir)?;
+    Ok(state_of(dir, &bytes, &what)?.finished)
 }
 
-/// Reads the resume checkpoint: its tensors, and the training state from its metadata (for runs
-/// saved by earlier versions, from `train_state.json`).
+/// Reads the resume checkpoint: its tensors, and the training state.
 fn read_resume(dir: &Path) -> Result<(TrainState, Tensors)> {
+    let (bytes, what) = read_resume_file(dir)?;
+    Ok((
+        state_of(dir, &bytes, &what)?,
+        bytes_to_tensors(&bytes, &what)?,
+    ))
+}
+
+/// The bytes of `dir`'s resume checkpoint, and its path for messages.
+fn read_resume_file(dir: &Path) -> Result<(Vec<u8>, String)> {
     let path = dir.join(RESUME_FILE);
     let what = path.display().to_string();
     let bytes =
         std::fs::read(&path).with_context(|| format!("cannot resume: cannot read {what}"))?;
-    let tensors = bytes_to_tensors(&bytes, &what)?;
-    let state = match read_metadata(&bytes, &what)?.remove(STATE_KEY) {
+    Ok((bytes, what))
+}
+
+/// The training state of a resume checkpoint, from its metadata (only the header is decoded);
+/// for runs saved by earlier versions, from `train_state.json`.
+fn state_of(dir: &Path, bytes: &[u8], what: &str) -> Result<TrainState> {
+    Ok(match read_metadata(bytes, what)?.remove(STATE_KEY) {
         Some(json) => serde_json::from_str(&json)
             .with_context(|| format!("cannot resume: the training state in {what} is corrupt"))?,
         None => {
@@ -293,8 +307,7 @@ fn read_resume(dir: &Path) -> Result<(TrainState, Tensors)> {
             serde_json::from_str(&text)
                 .with_context(|| format!("cannot resume: {} is corrupt", legacy.display()))?
         }
-    };
-    Ok((state, tensors))
+    })
 }
 
 /// Writes the resume checkpoint in one atomic rename: parameters, Adam moments and (with a
@@ -344,8 +357,8 @@ fn save_checkpoint(
     adam: &Adam,
     best: Option<&[f32]>,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let every = cfg.training.as_ref().map_or(1, |t| t.eval_every);
+    // (save_run creates the directory if it is gone.)
     save_run(dir, cfg, model, best.unwrap_or(params))?;
     write_outputs(dir, cfg, data, &st.metrics, every)?;
     write_resume(dir, st, params, adam, best).with_context(|| {
