@@ -168,8 +168,8 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     }
     // The optimiser step alone (batch-1 training's floor): Adam over every parameter, 1 thread.
     // Then the same update over a 32,768-parameter slice, whose state (512 KB) stays in the L2
-    // cache, in full-model steps/s: as fast as `adam_steps_per_s` when the update is bound by
-    // its arithmetic (a square root and a division per parameter), faster when bound by memory.
+    // cache, in full-model steps/s: the difference is what streaming the whole state from
+    // beyond L2 costs. (Both move 32 bytes per parameter: p, g, m, v read and written.)
     let total = model.num_params();
     for (key, n) in [
         ("adam_steps_per_s", total),
