@@ -8,11 +8,13 @@
 //! * [`linear`], [`loss`], [`optim`]: what a classifier needs (Linear, softmax + MSE / cross-entropy,
 //!   Adam identical to `torch.optim.Adam`, SGD).
 //! * [`classifier`]: the tutorial's network (RNN → last valid step → Linear → softmax).
+//! * [`alloc`]: a global allocator that aligns large buffers to cache lines (for speed only).
 //!
 //! Parameters of a whole model live in one flat `Vec<f32>` ([`params::ParamLayout`]): layers hold
 //! offsets into it, gradients use a buffer of the same shape, and the optimiser is one loop.
 //! Names and shapes follow SpikingJelly's `state_dict` (see [`params::ParamSpec`]).
 
+pub mod alloc;
 pub mod cell;
 pub mod classifier;
 pub mod linalg;
@@ -23,6 +25,7 @@ pub mod params;
 pub mod rnn;
 pub mod surrogate;
 
+pub use alloc::CacheLineAligned;
 pub use cell::CellKind;
 pub use classifier::{ClassifierConfig, LossKind, Readout, SeqClassifier, Workspace};
 pub use params::{ParamLayout, ParamSpec};

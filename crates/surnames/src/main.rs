@@ -46,6 +46,9 @@ struct ConformanceArgs {
     files: Vec<PathBuf>,
 }
 
+#[global_allocator]
+static ALLOCATOR: spiking_rnn::CacheLineAligned = spiking_rnn::CacheLineAligned;
+
 fn main() {
     // Die quietly on a closed pipe (`surnames data | head`), like other command-line tools,
     // instead of panicking inside println!.
