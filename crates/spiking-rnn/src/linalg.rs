@@ -201,6 +201,7 @@ fn panel<const P: usize>(
     panel_portable::<P>(acc, idx, val, b, b_rs, c0)
 }
 
+/// [`panel`] in portable Rust (LLVM vectorises the inner loop).
 #[inline(always)]
 fn panel_portable<const P: usize>(
     acc: &mut [f32],
