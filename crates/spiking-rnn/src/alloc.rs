@@ -19,7 +19,8 @@ const LINE: usize = 64;
 
 fn widened(layout: Layout) -> Layout {
     if layout.size() >= LARGE && layout.align() < LINE {
-        // `LINE` is a power of two no larger than any size ≥ `LARGE`: this cannot fail.
+        // Fails only for a size within 64 bytes of `isize::MAX`; such a block keeps the asked-for
+        // alignment, and `dealloc` agrees because it widens the same way.
         Layout::from_size_align(layout.size(), LINE).unwrap_or(layout)
     } else {
         layout
