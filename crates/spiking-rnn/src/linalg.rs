@@ -1,6 +1,7 @@
 //! Matrix products. Dense products go to the `gemm` crate (runtime-dispatched SIMD kernels, AVX-512
-//! where the CPU has it); `rows_matmul` is a hand-written product for spike inputs, where it
-//! skips the zero entries and needs no packing.
+//! where the CPU has it); `rows_matmul`, `rows_matmul_panels` and the sparse path of `add_at_b`
+//! are hand-written products for spike inputs, which skip the zero entries: each output row is a
+//! sum of the rows of the other operand that its spikes select.
 
 /// A read-only strided matrix view: element (r, c) is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -93,9 +94,66 @@ pub fn rows_matmul(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32], b_rs
     });
 }
 
+/// [`rows_matmul`] with `b` packed in panels (see [`Panels`]).
+pub fn rows_matmul_panels(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &Panels) {
+    SCRATCH.with_borrow_mut(|s| {
+        s.fill_from_rows(a, k);
+        s.matmul_panels(c, n, b);
+    });
+}
+
 thread_local! {
     /// Reused so that the per-step products do not allocate.
     static SCRATCH: std::cell::RefCell<SparseRows> = Default::default();
+    static PANELS: std::cell::RefCell<Panels> = Default::default();
+    /// The selected rows of both operands of [`add_at_b`] when it calls gemm.
+    static GATHERED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
+}
+
+/// Columns per panel of [`Panels`].
+const PACKED: usize = 32;
+
+/// A `[rows×cols]` matrix stored panel by panel: columns 0..32 of every row, then 32..64, and so
+/// on (the last panel may be narrower). Why: [`SparseRows::matmul_panels`] visits one panel for
+/// every output row, and a 32-column panel of 256 rows (32 KB) stays in the L1 cache only when it
+/// is contiguous. In a row-major matrix with 4 KB rows (G·H = 1024) the lines of a panel all
+/// fall into the same two L1 sets, so they come from L2 at every use.
+#[derive(Clone, Debug, Default)]
+pub struct Panels {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Panels {
+    /// Packs the rows of a row-major matrix with `cols` columns.
+    pub fn pack(&mut self, m: &[f32], cols: usize) {
+        self.pack_rows(m.len() / cols.max(1), cols, m.chunks_exact(cols.max(1)));
+    }
+
+    /// Packs `rows` rows of length `cols` given one by one.
+    pub fn pack_rows<'a>(&mut self, rows: usize, cols: usize, it: impl Iterator<Item = &'a [f32]>) {
+        self.rows = rows;
+        self.cols = cols;
+        self.data.resize(rows * cols, 0.0);
+        let full = cols / PACKED * PACKED;
+        for (i, row) in it.take(rows).enumerate() {
+            // Fixed-size copies compile to a few vector moves (not a call each).
+            for (p, chunk) in row[..full].as_chunks::<PACKED>().0.iter().enumerate() {
+                let at = p * PACKED * rows + i * PACKED;
+                self.data[at..at + PACKED].copy_from_slice(chunk);
+            }
+            let w = cols - full;
+            let at = full * rows + i * w;
+            self.data[at..at + w].copy_from_slice(&row[full..cols]);
+        }
+    }
+
+    /// Panel starting at column `c0`: `rows × width`, row-major.
+    fn panel(&self, c0: usize) -> (&[f32], usize) {
+        let w = PACKED.min(self.cols - c0);
+        (&self.data[c0 * self.rows..(c0 + w) * self.rows], w)
+    }
 }
 
 /// The non-zero entries of a matrix, row by row (compressed sparse rows).
@@ -105,6 +163,12 @@ struct SparseRows {
     start: Vec<usize>,
     index: Vec<u32>,
     value: Vec<f32>,
+    /// Every stored value is 1 (spikes).
+    ones: bool,
+    /// Length of the rows pushed: every index is below it.
+    cols: usize,
+    /// Per column, where its next entry goes ([`Self::fill_from_columns`]).
+    next: Vec<u32>,
 }
 
 /// Output columns per pass of [`SparseRows::matmul`]: 64 accumulators fit in registers, and a
@@ -115,17 +179,60 @@ impl SparseRows {
     /// From the rows of a row-major `[m×k]` matrix.
     fn fill_from_rows(&mut self, a: &[f32], k: usize) {
         self.clear();
+        self.cols = k;
         for row in a.chunks_exact(k) {
             self.push_row(row.iter().copied().enumerate());
         }
     }
 
-    /// From the columns of a row-major `[m×k]` matrix (the rows of its transpose).
-    fn fill_from_columns(&mut self, a: &[f32], k: usize) {
+    /// From the columns of a matrix with `k` columns, given row by row (the rows of its
+    /// transpose). A counting sort: count each column's non-zeros, then place them row by row.
+    /// Reading the rows in memory order and visiting only the non-zeros (16 columns at a time,
+    /// through a bit mask) is several times faster than one strided pass per column.
+    fn fill_from_columns<'a>(
+        &mut self,
+        rows: impl ExactSizeIterator<Item = &'a [f32]> + Clone,
+        k: usize,
+    ) {
         self.clear();
-        for j in 0..k {
-            self.push_row(a.chunks_exact(k).map(|row| row[j]).enumerate());
+        self.cols = rows.len();
+        let next = &mut self.next;
+        next.clear();
+        next.resize(k, 0);
+        for row in rows.clone() {
+            for (n, &x) in next.iter_mut().zip(row) {
+                *n += (x != 0.0) as u32;
+            }
         }
+        // Column j's entries start where the columns before it end.
+        let mut total = 0;
+        for n in next.iter_mut() {
+            let count = *n;
+            *n = total;
+            total += count;
+            self.start.push(total as usize);
+        }
+        self.index.resize(total as usize, 0);
+        self.value.resize(total as usize, 0.0);
+        let mut ones = true;
+        for (r, row) in rows.enumerate() {
+            for (c, chunk) in row.chunks(16).enumerate() {
+                let mut mask = 0u32;
+                for (l, &x) in chunk.iter().enumerate() {
+                    mask |= ((x != 0.0) as u32) << l;
+                }
+                while mask != 0 {
+                    let l = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let at = &mut next[c * 16 + l];
+                    self.index[*at as usize] = r as u32;
+                    self.value[*at as usize] = chunk[l];
+                    ones &= chunk[l] == 1.0;
+                    *at += 1;
+                }
+            }
+        }
+        self.ones = ones;
     }
 
     /// Appends one row from its `(column, value)` entries, keeping the non-zero ones.
@@ -137,11 +244,14 @@ impl SparseRows {
         let mut end = self.index.len();
         self.index.resize(end + entries.len(), 0);
         self.value.resize(end + entries.len(), 0.0);
+        let mut ones = true;
         for (j, x) in entries {
             self.index[end] = j as u32;
             self.value[end] = x;
             end += (x != 0.0) as usize;
+            ones &= (x == 0.0) | (x == 1.0);
         }
+        self.ones &= ones;
         self.index.truncate(end);
         self.value.truncate(end);
         self.start.push(end);
@@ -152,18 +262,14 @@ impl SparseRows {
         self.start.push(0);
         self.index.clear();
         self.value.clear();
+        self.ones = true;
     }
 
     /// `c[m×n] += self · b` for row-major `b` (row stride `b_rs`), one output panel at a time.
     fn matmul(&self, c: &mut [f32], n: usize, b: &[f32], b_rs: usize) {
         let mut c0 = 0;
         while c0 + PANEL <= n {
-            for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
-                let (idx, val) = self.row(r);
-                if !idx.is_empty() {
-                    panel::<PANEL>(&mut c_row[c0..c0 + PANEL], idx, val, b, b_rs, c0);
-                }
-            }
+            self.panel_all_rows::<PANEL>(c, n, b, b_rs, c0, c0);
             c0 += PANEL;
         }
         if c0 < n {
@@ -177,32 +283,105 @@ impl SparseRows {
         }
     }
 
+    /// `c[m×n] += self · b`, one packed panel at a time.
+    fn matmul_panels(&self, c: &mut [f32], n: usize, b: &Panels) {
+        assert_eq!(b.cols, n, "packed matrix has another width");
+        for c0 in (0..n).step_by(PACKED) {
+            let (data, w) = b.panel(c0);
+            if w == PACKED {
+                self.panel_all_rows::<PACKED>(c, n, data, PACKED, c0, 0);
+                continue;
+            }
+            for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
+                let (idx, val) = self.row(r);
+                {
+                    for (&j, &v) in idx.iter().zip(val) {
+                        let j = j as usize * w;
+                        axpy(&mut c_row[c0..c0 + w], v, &data[j..j + w]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Columns `c0..c0 + P` of every output row, from `b` read at column `b_c0`.
+    #[inline(always)]
+    fn panel_all_rows<const P: usize>(
+        &self,
+        c: &mut [f32],
+        n: usize,
+        b: &[f32],
+        b_rs: usize,
+        c0: usize,
+        b_c0: usize,
+    ) {
+        if self.ones {
+            self.panel_all_rows_as::<P, true>(c, n, b, b_rs, c0, b_c0)
+        } else {
+            self.panel_all_rows_as::<P, false>(c, n, b, b_rs, c0, b_c0)
+        }
+    }
+
+    #[inline(always)]
+    fn panel_all_rows_as<const P: usize, const ONES: bool>(
+        &self,
+        c: &mut [f32],
+        n: usize,
+        b: &[f32],
+        b_rs: usize,
+        c0: usize,
+        b_c0: usize,
+    ) {
+        let rows = c.len() / n;
+        #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+        {
+            // The kernel reads rows of `b` unchecked: every index is below `cols`.
+            let last = self.cols.max(1) - 1;
+            assert!(
+                last * b_rs + b_c0 + P <= b.len(),
+                "matrix rows out of bounds"
+            );
+            // Four rows at a time, then the rest one by one (rows without entries skipped).
+            const R: usize = 4;
+            let mut r = 0;
+            while r + R <= rows {
+                let lists: [(&[u32], &[f32]); R] = std::array::from_fn(|i| self.row(r + i));
+                let acc = &mut c[r * n..(r + R) * n];
+                // SAFETY: checked above.
+                unsafe { panel_avx512::<P, R, ONES>(acc, n, c0, lists, b, b_rs, b_c0) };
+                r += R;
+            }
+            for r in r..rows {
+                let list = self.row(r);
+                if !list.0.is_empty() {
+                    let acc = &mut c[r * n..(r + 1) * n];
+                    // SAFETY: checked above.
+                    unsafe { panel_avx512::<P, 1, ONES>(acc, n, c0, [list], b, b_rs, b_c0) };
+                }
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+        for r in 0..rows {
+            let (idx, val) = self.row(r);
+            if !idx.is_empty() {
+                panel_portable::<P>(&mut c[r * n + c0..][..P], idx, val, b, b_rs, b_c0);
+            }
+        }
+    }
+
     fn row(&self, r: usize) -> (&[u32], &[f32]) {
         let range = self.start[r]..self.start[r + 1];
         (&self.index[range.clone()], &self.value[range])
     }
 }
 
-/// `acc[..P] += Σ val[i] · b[idx[i]·b_rs + c0 ..][..P]`, the sum held in registers. A spike
-/// (`val` 1) adds its row exactly: `1·x` is `x`.
+/// `acc[..P] += Σ val[i] · b[idx[i]·b_rs + c0 ..][..P]`, the sum held in registers (LLVM
+/// vectorises the inner loop). A spike (`val` 1) adds its row exactly: `1·x` is `x`.
 #[inline(always)]
-fn panel<const P: usize>(
-    acc: &mut [f32],
-    idx: &[u32],
-    val: &[f32],
-    b: &[f32],
-    b_rs: usize,
-    c0: usize,
-) {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
-    if P == 64 {
-        return panel64_avx512(acc, idx, val, b, b_rs, c0);
-    }
-    panel_portable::<P>(acc, idx, val, b, b_rs, c0)
-}
-
-/// [`panel`] in portable Rust (LLVM vectorises the inner loop).
-#[inline(always)]
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "avx512f"),
+    allow(dead_code)
+)]
 fn panel_portable<const P: usize>(
     acc: &mut [f32],
     idx: &[u32],
@@ -222,68 +401,143 @@ fn panel_portable<const P: usize>(
     acc[..P].copy_from_slice(&sum);
 }
 
-/// [`panel`] for 64 columns in four 512-bit registers, the same products and sums in the same
-/// order. Why by hand: LLVM vectorises the portable loop with 256-bit registers on these CPUs
-/// (its tuning for AVX-512 Xeons), and each row is then eight loads instead of four. The sums
-/// are bound by how fast rows arrive from L2; full-line loads measured `infer_b1` ~1.25× faster
-/// (README, Speed).
+/// [`panel_portable`] for `R` output rows at once (`acc` holds them with stride `n`; columns
+/// `c0..c0 + P` are summed), in 512-bit registers, with the same products and sums in the same
+/// order for each row, so the same results.
+/// Why by hand:
+/// - LLVM vectorises the portable loop with 256-bit registers on these CPUs (its tuning for
+///   AVX-512 Xeons): each row is then twice as many loads.
+/// - A row's sum is a chain of additions, each waiting for the last; interleaving the
+///   independent sums of `R` rows keeps the adder busy.
+/// - `ONES` (every `val` is 1, i.e. spikes): the products are the rows themselves, and skipping
+///   the multiplications halves the work per row.
+/// - The rows of `b` are read without bounds checks, which were half the instructions.
+///
+/// # Safety
+/// Every row read, `b[j·b_rs + b_c0..][..P]` for each index `j` of `lists`, lies inside `b`.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 #[inline(always)]
-fn panel64_avx512(acc: &mut [f32], idx: &[u32], val: &[f32], b: &[f32], b_rs: usize, c0: usize) {
+unsafe fn panel_avx512<const P: usize, const R: usize, const ONES: bool>(
+    acc: &mut [f32],
+    n: usize,
+    c0: usize,
+    lists: [(&[u32], &[f32]); R],
+    b: &[f32],
+    b_rs: usize,
+    b_c0: usize,
+) {
     use std::arch::x86_64::{__m512, _mm512_add_ps, _mm512_loadu_ps, _mm512_mul_ps};
-    use std::arch::x86_64::{_mm512_set1_ps, _mm512_storeu_ps};
-    let acc = &mut acc[..64];
-    // SAFETY: every load and store covers 16 floats inside a slice of exactly 64 (bounds
-    // checked when slicing); the unaligned forms accept any address.
+    use std::arch::x86_64::{_mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps};
+    const { assert!(P == 32 || P == 64) };
+    // SAFETY: the rows of `b` are inside it (the caller's promise); every other load and store
+    // covers 16 floats inside a slice of exactly P (bounds checked when slicing); the unaligned
+    // forms accept any address; `i < common` is inside every list, and `val` is as long as `idx`.
     unsafe {
         let load = |p: &[f32], k: usize| _mm512_loadu_ps(p[16 * k..][..16].as_ptr());
-        let mut sum: [__m512; 4] = std::array::from_fn(|k| load(acc, k));
-        for (&j, &w) in idx.iter().zip(val) {
-            let row = &b[j as usize * b_rs + c0..][..64];
-            let w = _mm512_set1_ps(w);
-            for (k, s) in sum.iter_mut().enumerate() {
-                *s = _mm512_add_ps(*s, _mm512_mul_ps(w, load(row, k)));
+        let add_row = |s: &mut [__m512], row: *const f32, w: f32| {
+            let wv = _mm512_set1_ps(w);
+            for (k, s) in s.iter_mut().enumerate() {
+                let x = _mm512_loadu_ps(row.add(16 * k));
+                let x = if ONES { x } else { _mm512_mul_ps(wv, x) };
+                *s = _mm512_add_ps(*s, x);
+            }
+        };
+        let mut sum = [[_mm512_setzero_ps(); 4]; R];
+        for (r, s) in sum.iter_mut().enumerate() {
+            let a = &acc[r * n + c0..][..P];
+            for (k, s) in s[..P / 16].iter_mut().enumerate() {
+                *s = load(a, k);
             }
         }
-        for (k, s) in sum.iter().enumerate() {
-            _mm512_storeu_ps(acc[16 * k..][..16].as_mut_ptr(), *s);
+        let common = lists.iter().map(|l| l.0.len()).min().unwrap_or(0);
+        for i in 0..common {
+            for (s, (idx, val)) in sum.iter_mut().zip(&lists) {
+                let row = b.as_ptr().add(*idx.get_unchecked(i) as usize * b_rs + b_c0);
+                add_row(&mut s[..P / 16], row, *val.get_unchecked(i));
+            }
+        }
+        for (r, (s, (idx, val))) in sum.iter_mut().zip(&lists).enumerate() {
+            for (&j, &w) in idx[common..].iter().zip(&val[common..]) {
+                let row = b.as_ptr().add(j as usize * b_rs + b_c0);
+                add_row(&mut s[..P / 16], row, w);
+            }
+            let a = &mut acc[r * n + c0..][..P];
+            for (k, s) in s[..P / 16].iter().enumerate() {
+                _mm512_storeu_ps(a[16 * k..][..16].as_mut_ptr(), *s);
+            }
         }
     }
 }
 
-/// `w[k×n] += aᵀ·d` for row-major `a` `[r×k]` and `d` `[r×n]` (weight gradients over all time
-/// steps in one product).
-pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize) {
-    let rows = a.len() / k;
+/// `w[k×n] += aᵀ·d` for row-major `a` `[r×k]` and `d` `[r×n]` over the rows listed in `rows`
+/// (all rows if `None`): weight gradients over all time steps in one product, skipping the
+/// steps past each sequence's end.
+pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize, rows: Option<&[u32]>) {
+    let count = rows.map_or(a.len() / k, |r| r.len());
+    let a_rows = selected_rows(a, k, rows);
+    let d_rows = selected_rows(d, n, rows);
+    let entries = count * k;
     let done = SCRATCH.with_borrow_mut(|s| {
         // Few rows: the list is cheap, and its length decides. Many: count first, as a dense
         // `a` would make building the list wasted work.
-        if rows > FEW_ROWS {
-            let nonzero = a.iter().filter(|&&x| x != 0.0).count();
-            if !sum_selected_rows(rows, nonzero, a.len()) {
+        if count > FEW_ROWS {
+            let nonzero: usize = a_rows
+                .clone()
+                .map(|r| r.iter().filter(|&&x| x != 0.0).count())
+                .sum();
+            if !sum_selected_rows(count, nonzero, entries) {
                 return false;
             }
         }
-        s.fill_from_columns(a, k);
-        if !sum_selected_rows(rows, s.index.len(), a.len()) {
+        s.fill_from_columns(a_rows.clone(), k);
+        if !sum_selected_rows(count, s.index.len(), entries) {
             return false;
         }
-        s.matmul(w, n, d, n);
+        PANELS.with_borrow_mut(|p| {
+            p.pack_rows(count, n, d_rows.clone());
+            s.matmul_panels(w, n, p);
+        });
         true
     });
     if !done {
-        matmul(w, n, true, Mat::new(a, rows, k).t(), Mat::new(d, rows, n));
+        GATHERED.with_borrow_mut(|(ga, gd)| {
+            let (a, d) = match rows {
+                None => (a, d),
+                Some(_) => {
+                    ga.clear();
+                    gd.clear();
+                    a_rows.for_each(|r| ga.extend_from_slice(r));
+                    d_rows.for_each(|r| gd.extend_from_slice(r));
+                    (&ga[..], &gd[..])
+                }
+            };
+            matmul(w, n, true, Mat::new(a, count, k).t(), Mat::new(d, count, n));
+        });
     }
 }
 
+/// Rows of a row-major matrix with `width` columns: those listed in `rows`, or all.
+fn selected_rows<'a>(
+    m: &'a [f32],
+    width: usize,
+    rows: Option<&'a [u32]>,
+) -> impl ExactSizeIterator<Item = &'a [f32]> + Clone + 'a {
+    let count = rows.map_or(m.len() / width, |r| r.len());
+    (0..count).map(move |i| {
+        let r = rows.map_or(i, |r| r[i] as usize);
+        &m[r * width..(r + 1) * width]
+    })
+}
+
 /// Whether [`add_at_b`] sums, for each row j of `w`, the rows of `d` selected by the non-zeros
-/// of column j of `a` (spike inputs), instead of calling gemm. The sums cost about four times as
-/// much per non-zero as gemm costs per entry of `a` (the rows come from L2, gemm's packed panels
-/// stay in L1), so they win when at most about a fifth of `a` is non-zero: trained models fire
-/// `h` at 0.08–0.2. With few rows (one name: its time steps) they win up to half full, as gemm
-/// reads and writes all of `w` however few the rows.
+/// of column j of `a` (spike inputs), instead of calling gemm. Measured with `w` 256 × 1024 (the
+/// tutorial's `W_hh`) on an AVX-512 Xeon, spikes: with 230 rows (a batch of 32 names) the sums
+/// win up to about half non-zero, with 600 rows up to about a third (the panels of `d` no longer
+/// fit in L1), hence 35 %; trained models fire `h` at 0.08–0.2. With few rows (one name: its
+/// time steps) they win up to half full, as gemm reads and writes all of `w` however few the
+/// rows.
 fn sum_selected_rows(rows: usize, nonzero: usize, len: usize) -> bool {
-    let max_share = if rows <= FEW_ROWS { 0.5 } else { 0.2 };
+    let max_share = if rows <= FEW_ROWS { 0.5 } else { 0.35 };
     nonzero as f64 <= max_share * len as f64
 }
 
@@ -309,9 +563,10 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// `out[j] += Σ_r m[r, j]` for a row-major matrix with `n` columns (bias gradients).
-pub fn add_column_sums(out: &mut [f32], m: &[f32], n: usize) {
-    for row in m.chunks_exact(n) {
+/// `out[j] += Σ_r m[r, j]` for a row-major matrix with `n` columns over the rows listed in
+/// `rows` (all rows if `None`), in order (bias gradients).
+pub fn add_column_sums(out: &mut [f32], m: &[f32], n: usize, rows: Option<&[u32]>) {
+    for row in selected_rows(m, n, rows) {
         axpy(out, 1.0, row);
     }
 }
@@ -361,7 +616,7 @@ mod tests {
             .collect();
         let d: Vec<f32> = (0..6 * 5).map(|x| x as f32 * 0.25 - 3.0).collect();
         let mut w = vec![1.0; 15];
-        add_at_b(&mut w, &a2, 3, &d, 5);
+        add_at_b(&mut w, &a2, 3, &d, 5, None);
         let want = plus(naive(Mat::new(&a2, 6, 3).t(), Mat::new(&d, 6, 5)), 1.0);
         assert_eq!(w, want);
         // the sparse path (few rows, mostly zero `a`): spikes, another weight, empty columns
@@ -374,22 +629,23 @@ mod tests {
             .collect();
         let d3: Vec<f32> = (0..7 * 70).map(|x| ((x * 3) % 13) as f32 - 6.0).collect();
         let mut w3 = vec![0.5; 6 * 70];
-        add_at_b(&mut w3, &a3, 6, &d3, 70);
+        add_at_b(&mut w3, &a3, 6, &d3, 70, None);
         let want = plus(naive(Mat::new(&a3, 7, 6).t(), Mat::new(&d3, 7, 70)), 0.5);
         assert_eq!(w3, want);
-        // many rows (a batch of names × steps): the sparse path up to a fifth non-zero, gemm above
+        // many rows (a batch of names × steps): the sparse path up to 35 % non-zero, gemm above
         assert!(sum_selected_rows(40, 40 * 8 / 9 + 1, 40 * 8));
-        assert!(!sum_selected_rows(40, 40 * 8 / 3, 40 * 8));
+        assert!(sum_selected_rows(40, 40 * 8 * 35 / 100, 40 * 8));
+        assert!(!sum_selected_rows(40, 40 * 8 * 36 / 100, 40 * 8));
         assert!(
             sum_selected_rows(7, 7 * 6 / 2, 7 * 6) && !sum_selected_rows(7, 7 * 6 / 2 + 1, 7 * 6)
         );
-        for (every, path) in [(9, "sparse"), (3, "gemm")] {
+        for (every, path) in [(9, "sparse"), (2, "gemm")] {
             let a4: Vec<f32> = (0..40 * 8)
                 .map(|x| if x % every == 1 { 1.0 } else { 0.0 })
                 .collect();
             let d4: Vec<f32> = (0..40 * 67).map(|x| ((x * 7) % 17) as f32 - 8.0).collect();
             let mut w4 = vec![2.0; 8 * 67];
-            add_at_b(&mut w4, &a4, 8, &d4, 67);
+            add_at_b(&mut w4, &a4, 8, &d4, 67, None);
             let want = plus(naive(Mat::new(&a4, 40, 8).t(), Mat::new(&d4, 40, 67)), 2.0);
             assert_eq!(w4, want, "{path} path");
         }
@@ -403,8 +659,45 @@ mod tests {
         }
     }
 
-    /// The register-panel path (64 columns at a time) plus a partial panel, with spikes (1.0),
-    /// other weights and zero rows; small integers so every order of summation is exact.
+    /// Only the listed rows count (steps past a sequence's end): the same as the product of
+    /// the gathered rows, on the sparse path (spikes, and other values) and on the gemm path.
+    #[test]
+    fn add_at_b_and_column_sums_over_listed_rows() {
+        let (r, k, n) = (60, 8, 67);
+        let listed: Vec<u32> = (0..r as u32).filter(|i| i % 3 != 0).collect();
+        let gather = |m: &[f32], w: usize| -> Vec<f32> {
+            listed
+                .iter()
+                .flat_map(|&i| m[i as usize * w..][..w].to_vec())
+                .collect()
+        };
+        let d: Vec<f32> = (0..r * n).map(|x| ((x * 7) % 17) as f32 - 8.0).collect();
+        for (every, value, path) in [(9, 1.0, "sparse"), (7, -2.5, "sparse"), (3, 1.0, "gemm")] {
+            let a: Vec<f32> = (0..r * k)
+                .map(|x| if x % every == 1 { value } else { 0.0 })
+                .collect();
+            let mut w = vec![2.0; k * n];
+            add_at_b(&mut w, &a, k, &d, n, Some(&listed));
+            let (ga, gd) = (gather(&a, k), gather(&d, n));
+            let rows = listed.len();
+            let want = plus(
+                naive(Mat::new(&ga, rows, k).t(), Mat::new(&gd, rows, n)),
+                2.0,
+            );
+            assert_eq!(w, want, "{path} path, values {value}");
+        }
+        let mut sums = vec![0.5; n];
+        add_column_sums(&mut sums, &d, n, Some(&listed));
+        let gd = gather(&d, n);
+        let want: Vec<f32> = (0..n)
+            .map(|j| 0.5 + (0..listed.len()).map(|i| gd[i * n + j]).sum::<f32>())
+            .collect();
+        assert_eq!(sums, want);
+    }
+
+    /// The register-panel paths (64 columns at a time, or 32 from packed panels) plus a partial
+    /// panel, with spikes (1.0), other weights and zero rows; small integers so every order of
+    /// summation is exact.
     #[test]
     fn rows_matmul_panels_match_naive() {
         let (m, k, n) = (5, 9, 64 + 13);
@@ -422,35 +715,75 @@ mod tests {
         rows_matmul(&mut c, n, &a, k, &b, n);
         let want = plus(naive(Mat::new(&a, m + 1, k), Mat::new(&b, k, n)), 0.5);
         assert_eq!(c, want);
+        // b packed in 32-column panels (two full, one of 13)
+        let mut packed = Panels::default();
+        packed.pack(&b, n);
+        let mut c = vec![0.5; (m + 1) * n];
+        rows_matmul_panels(&mut c, n, &a, k, &packed);
+        assert_eq!(c, want);
+        // spikes only: the path without multiplications
+        let spikes: Vec<f32> = a.iter().map(|&x| (x != 0.0) as u8 as f32).collect();
+        let want = plus(naive(Mat::new(&spikes, m + 1, k), Mat::new(&b, k, n)), 0.5);
+        for packed in [None, Some(&packed)] {
+            let mut c = vec![0.5; (m + 1) * n];
+            match packed {
+                None => rows_matmul(&mut c, n, &spikes, k, &b, n),
+                Some(p) => rows_matmul_panels(&mut c, n, &spikes, k, p),
+            }
+            assert_eq!(c, want);
+        }
     }
 
-    /// The AVX-512 panel gives exactly the portable loop's result (same products, same order),
-    /// for spikes (1) and other values, at unaligned offsets.
+    /// The AVX-512 panels give exactly the portable loop's result (same products, same order),
+    /// for spikes (1, with and without the multiplications) and other values, one row or four
+    /// rows of different lengths at a time, at unaligned offsets.
     #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
     #[test]
-    fn avx512_panel_equals_the_portable_loop_bit_for_bit() {
-        let (rows, b_rs) = (40, 200);
-        let b: Vec<f32> = (0..rows * b_rs)
-            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.37e-3)
-            .collect();
-        let idx: Vec<u32> = (0..rows as u32).filter(|j| j % 3 != 1).collect();
-        let val: Vec<f32> = idx
-            .iter()
-            .map(|&j| {
-                if j % 2 == 0 {
-                    1.0
-                } else {
-                    0.1 + j as f32 * 0.37
+    fn avx512_panels_equal_the_portable_loop_bit_for_bit() {
+        fn check<const P: usize, const R: usize, const ONES: bool>() {
+            let (rows, b_rs, n) = (40, 200, 150);
+            let b: Vec<f32> = (0..rows * b_rs)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1.37e-3)
+                .collect();
+            // Row r of the output sums every (r + 2)-th row of b: lengths 20, 14, 10, 8.
+            let idx: Vec<Vec<u32>> = (0..R as u32)
+                .map(|r| (0..rows as u32).filter(|j| j % (r + 2) == 0).collect())
+                .collect();
+            let val: Vec<Vec<f32>> = idx
+                .iter()
+                .map(|l| {
+                    l.iter()
+                        .map(|&j| match ONES || j % 4 == 0 {
+                            true => 1.0,
+                            false => 0.1 + j as f32 * 0.37,
+                        })
+                        .collect()
+                })
+                .collect();
+            for (c0, b_c0) in [(0, 0), (7, 5), (3, 17), (80, 136)] {
+                let start: Vec<f32> = (0..R * n).map(|l| (l % 97) as f32 * 0.01 - 0.3).collect();
+                let (mut fast, mut plain) = (start.clone(), start);
+                let lists = std::array::from_fn(|r| (&idx[r][..], &val[r][..]));
+                // SAFETY: indices below `rows`, `b_c0 + P <= b_rs`.
+                unsafe { panel_avx512::<P, R, ONES>(&mut fast, n, c0, lists, &b, b_rs, b_c0) };
+                for r in 0..R {
+                    let acc = &mut plain[r * n + c0..];
+                    panel_portable::<P>(acc, &idx[r], &val[r], &b, b_rs, b_c0);
                 }
-            })
-            .collect();
-        for c0 in [0, 5, 17, 136] {
-            let start: Vec<f32> = (0..64).map(|l| l as f32 * 0.01 - 0.3).collect();
-            let (mut fast, mut plain) = (start.clone(), start);
-            panel64_avx512(&mut fast, &idx, &val, &b, b_rs, c0);
-            panel_portable::<64>(&mut plain, &idx, &val, &b, b_rs, c0);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&fast), bits(&plain), "c0 = {c0}");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&fast),
+                    bits(&plain),
+                    "P {P} R {R} ones {ONES} at {c0}, {b_c0}"
+                );
+            }
         }
+        check::<64, 1, false>();
+        check::<64, 4, false>();
+        check::<32, 1, false>();
+        check::<32, 4, false>();
+        check::<64, 1, true>();
+        check::<64, 4, true>();
+        check::<32, 4, true>();
     }
 }

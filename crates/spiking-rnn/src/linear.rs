@@ -82,7 +82,7 @@ impl Linear {
             Mat::new(dy, b, o).t(),
             Mat::new(x, b, i),
         );
-        add_column_sums(&mut grads[self.bias.clone()], dy, o);
+        add_column_sums(&mut grads[self.bias.clone()], dy, o, None);
         if let Some(dx) = dx {
             matmul(
                 dx,
