@@ -332,7 +332,6 @@ impl SparseRows {
         c0: usize,
         b_c0: usize,
     ) {
-        let rows = c.len() / n;
         #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
         {
             // The kernel reads rows of `b` unchecked: every index is below `cols`.
@@ -341,30 +340,32 @@ impl SparseRows {
                 last * b_rs + b_c0 + P <= b.len(),
                 "matrix rows out of bounds"
             );
-            // Four rows at a time, then the rest one by one (rows without entries skipped).
-            const R: usize = 4;
-            let mut r = 0;
-            while r + R <= rows {
-                let lists: [(&[u32], &[f32]); R] = std::array::from_fn(|i| self.row(r + i));
-                let acc = &mut c[r * n..(r + R) * n];
-                // SAFETY: checked above.
-                unsafe { panel_avx512::<P, R, ONES>(acc, n, c0, lists, b, b_rs, b_c0) };
-                r += R;
-            }
-            for r in r..rows {
-                let list = self.row(r);
-                if !list.0.is_empty() {
-                    let acc = &mut c[r * n..(r + 1) * n];
+            // The rows with entries, four at a time, then the rest one by one.
+            let mut todo = c
+                .chunks_exact_mut(n)
+                .enumerate()
+                .map(|(r, c_row)| (&mut c_row[c0..c0 + P], self.row(r)))
+                .filter(|(_, list)| !list.0.is_empty());
+            loop {
+                let group: [_; 4] = std::array::from_fn(|_| todo.next());
+                if let [Some(r0), Some(r1), Some(r2), Some(r3)] = group {
+                    let (acc, lists) = ([r0.0, r1.0, r2.0, r3.0], [r0.1, r1.1, r2.1, r3.1]);
                     // SAFETY: checked above.
-                    unsafe { panel_avx512::<P, 1, ONES>(acc, n, c0, [list], b, b_rs, b_c0) };
+                    unsafe { panel_avx512::<P, 4, ONES>(acc, lists, b, b_rs, b_c0) };
+                    continue;
                 }
+                for (acc, list) in group.into_iter().flatten() {
+                    // SAFETY: checked above.
+                    unsafe { panel_avx512::<P, 1, ONES>([acc], [list], b, b_rs, b_c0) };
+                }
+                break;
             }
         }
         #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
-        for r in 0..rows {
+        for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
             let (idx, val) = self.row(r);
             if !idx.is_empty() {
-                panel_portable::<P>(&mut c[r * n + c0..][..P], idx, val, b, b_rs, b_c0);
+                panel_portable::<P>(&mut c_row[c0..c0 + P], idx, val, b, b_rs, b_c0);
             }
         }
     }
@@ -401,9 +402,9 @@ fn panel_portable<const P: usize>(
     acc[..P].copy_from_slice(&sum);
 }
 
-/// [`panel_portable`] for `R` output rows at once (`acc` holds them with stride `n`; columns
-/// `c0..c0 + P` are summed), in 512-bit registers, with the same products and sums in the same
-/// order for each row, so the same results.
+/// [`panel_portable`] for `R` output rows at once (`acc[r][..P] += Σ` over `lists[r]`), in
+/// 512-bit registers, with the same products and sums in the same order for each row, so the
+/// same results.
 /// Why by hand:
 /// - LLVM vectorises the portable loop with 256-bit registers on these CPUs (its tuning for
 ///   AVX-512 Xeons): each row is then twice as many loads.
@@ -418,9 +419,7 @@ fn panel_portable<const P: usize>(
 #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
 #[inline(always)]
 unsafe fn panel_avx512<const P: usize, const R: usize, const ONES: bool>(
-    acc: &mut [f32],
-    n: usize,
-    c0: usize,
+    acc: [&mut [f32]; R],
     lists: [(&[u32], &[f32]); R],
     b: &[f32],
     b_rs: usize,
@@ -444,7 +443,7 @@ unsafe fn panel_avx512<const P: usize, const R: usize, const ONES: bool>(
         };
         let mut sum = [[_mm512_setzero_ps(); 4]; R];
         for (r, s) in sum.iter_mut().enumerate() {
-            let a = &acc[r * n + c0..][..P];
+            let a = &acc[r][..P];
             for (k, s) in s[..P / 16].iter_mut().enumerate() {
                 *s = load(a, k);
             }
@@ -456,12 +455,12 @@ unsafe fn panel_avx512<const P: usize, const R: usize, const ONES: bool>(
                 add_row(&mut s[..P / 16], row, *val.get_unchecked(i));
             }
         }
-        for (r, (s, (idx, val))) in sum.iter_mut().zip(&lists).enumerate() {
+        for ((s, (idx, val)), a) in sum.iter_mut().zip(&lists).zip(acc) {
             for (&j, &w) in idx[common..].iter().zip(&val[common..]) {
                 let row = b.as_ptr().add(j as usize * b_rs + b_c0);
                 add_row(&mut s[..P / 16], row, w);
             }
-            let a = &mut acc[r * n + c0..][..P];
+            let a = &mut a[..P];
             for (k, s) in s[..P / 16].iter().enumerate() {
                 _mm512_storeu_ps(a[16 * k..][..16].as_mut_ptr(), *s);
             }
@@ -493,10 +492,15 @@ pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize, rows: O
         if !sum_selected_rows(count, s.index.len(), entries) {
             return false;
         }
-        PANELS.with_borrow_mut(|p| {
-            p.pack_rows(count, n, d_rows.clone());
-            s.matmul_panels(w, n, p);
-        });
+        match rows {
+            // A few rows of `d` stay in L1 as they are (one name: its steps); packing them
+            // would only cost time.
+            None if count <= FEW_ROWS => s.matmul(w, n, d, n),
+            _ => PANELS.with_borrow_mut(|p| {
+                p.pack_rows(count, n, d_rows.clone());
+                s.matmul_panels(w, n, p);
+            }),
+        }
         true
     });
     if !done {
@@ -764,8 +768,10 @@ mod tests {
                 let start: Vec<f32> = (0..R * n).map(|l| (l % 97) as f32 * 0.01 - 0.3).collect();
                 let (mut fast, mut plain) = (start.clone(), start);
                 let lists = std::array::from_fn(|r| (&idx[r][..], &val[r][..]));
+                let mut rows = fast.chunks_exact_mut(n).map(|row| &mut row[c0..c0 + P]);
+                let acc = std::array::from_fn(|_| rows.next().expect("R rows"));
                 // SAFETY: indices below `rows`, `b_c0 + P <= b_rs`.
-                unsafe { panel_avx512::<P, R, ONES>(&mut fast, n, c0, lists, &b, b_rs, b_c0) };
+                unsafe { panel_avx512::<P, R, ONES>(acc, lists, &b, b_rs, b_c0) };
                 for r in 0..R {
                     let acc = &mut plain[r * n + c0..];
                     panel_portable::<P>(acc, &idx[r], &val[r], &b, b_rs, b_c0);
