@@ -292,13 +292,12 @@ impl SparseRows {
                 self.panel_all_rows::<PACKED>(c, n, data, PACKED, c0, 0);
                 continue;
             }
+            // The last, narrower panel.
             for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
                 let (idx, val) = self.row(r);
-                {
-                    for (&j, &v) in idx.iter().zip(val) {
-                        let j = j as usize * w;
-                        axpy(&mut c_row[c0..c0 + w], v, &data[j..j + w]);
-                    }
+                for (&j, &v) in idx.iter().zip(val) {
+                    let j = j as usize * w;
+                    axpy(&mut c_row[c0..c0 + w], v, &data[j..j + w]);
                 }
             }
         }
@@ -322,6 +321,7 @@ impl SparseRows {
         }
     }
 
+    /// [`Self::panel_all_rows`] with `ONES` (every value is 1) known at compile time.
     #[inline(always)]
     fn panel_all_rows_as<const P: usize, const ONES: bool>(
         &self,
