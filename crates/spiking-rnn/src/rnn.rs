@@ -521,7 +521,10 @@ impl SpikingRnn {
                 Mat::new(w_ih, p.input, gh),
             ),
             LayerInput::Tokens(x) => {
-                for (row, &tok) in dc.u.chunks_exact_mut(gh).zip(x) {
+                for (r, (row, &tok)) in dc.u.chunks_exact_mut(gh).zip(x).enumerate() {
+                    if r / b >= lengths[r % b] {
+                        continue; // padding: never read
+                    }
                     let k = tok as usize;
                     let w_row = &w_ih[k * gh..(k + 1) * gh];
                     match &p.b_ih {
@@ -575,20 +578,21 @@ impl SpikingRnn {
         }
 
         for k in 0..t {
-            // v = h·W_hhᵀ + b_hh for the whole batch.
+            // v = h·W_hhᵀ + b_hh for the rows still running. Rows past their sequence's end
+            // only copy their state: they skip the product and their v is not read.
+            let na = active_rows(lengths, k);
             match &p.b_hh {
                 Some(r) => {
-                    for row in dc.v.chunks_exact_mut(gh) {
+                    for row in dc.v[..na * gh].chunks_exact_mut(gh) {
                         row.copy_from_slice(&params[r.clone()]);
                     }
                 }
-                None => dc.v.fill(0.0),
+                None => dc.v[..na * gh].fill(0.0),
             }
             let (h_done, h_next) = dc.h.split_at_mut((k + 1) * b * hs);
             let h_prev = &h_done[k * b * hs..];
-            // Rows past their sequence's end only copy their state: skip them in the product.
-            let na = active_rows(lengths, k);
-            // Spikes select rows of W_hh: summing them skips the zeros and needs no packing.
+            // Spikes select rows of W_hh: summing them skips the zeros (for batches, from
+            // W_hh packed in panels; see PACK_MIN_ROWS).
             if packed {
                 rows_matmul_panels(
                     &mut dc.v[..na * gh],
@@ -743,7 +747,11 @@ impl SpikingRnn {
                 // LSTM and vanilla RNN: u and v enter the cell as one sum, so d_u = d_v up to the
                 // time order; in the forward direction it is d_v itself and is not copied.
                 let separate_d_u = cfg.cell == CellKind::Gru || d == 1;
-                // Every row is written below (rows past a sequence's end with zeros): no reset.
+                // Every row is written below, no reset. Rows past a sequence's end are zeros if
+                // anything reads them: the backward product over the whole batch when the
+                // lengths are not sorted longest first, and the input gradient; the weight and
+                // bias gradients read the valid rows only.
+                let zero_ended = !sorted_longest_first(lengths) || need_d_in;
                 size(d_v, t * b * gh);
                 if separate_d_u {
                     size(d_u, t * b * gh);
@@ -757,10 +765,12 @@ impl SpikingRnn {
                             // State was copied: gradients pass unchanged, and this step adds no
                             // weight gradient. (For the reverse direction, row k of d_u is a
                             // time step past the end too.)
-                            let r = (k * b + bi) * gh..(k * b + bi + 1) * gh;
-                            d_v[r.clone()].fill(0.0);
-                            if separate_d_u {
-                                d_u[r].fill(0.0);
+                            if zero_ended {
+                                let r = (k * b + bi) * gh..(k * b + bi + 1) * gh;
+                                d_v[r.clone()].fill(0.0);
+                                if separate_d_u {
+                                    d_u[r].fill(0.0);
+                                }
                             }
                             continue;
                         }
@@ -938,11 +948,15 @@ const TRANSPOSE_MIN_ROWS: usize = 64;
 /// Rows still running at processing step `k`. With lengths sorted longest first (as the
 /// classifier and evaluation batches are) they are a prefix of the batch; otherwise all rows.
 fn active_rows(lengths: &[usize], k: usize) -> usize {
-    if lengths.windows(2).all(|w| w[0] >= w[1]) {
+    if sorted_longest_first(lengths) {
         lengths.partition_point(|&l| l > k)
     } else {
         lengths.len()
     }
+}
+
+fn sorted_longest_first(lengths: &[usize]) -> bool {
+    lengths.windows(2).all(|w| w[0] >= w[1])
 }
 
 #[derive(Clone, Copy)]
