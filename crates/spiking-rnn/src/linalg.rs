@@ -189,11 +189,13 @@ impl SparseRows {
     /// transpose). A counting sort: count each column's non-zeros, then place them row by row.
     /// Reading the rows in memory order and visiting only the non-zeros (16 columns at a time,
     /// through a bit mask) is several times faster than one strided pass per column.
+    /// Stops after counting, returning false, when there are more than `max_nonzero`.
     fn fill_from_columns<'a>(
         &mut self,
         rows: impl ExactSizeIterator<Item = &'a [f32]> + Clone,
         k: usize,
-    ) {
+        max_nonzero: usize,
+    ) -> bool {
         self.clear();
         self.cols = rows.len();
         let next = &mut self.next;
@@ -211,6 +213,9 @@ impl SparseRows {
             *n = total;
             total += count;
             self.start.push(total as usize);
+        }
+        if total as usize > max_nonzero {
+            return false;
         }
         self.index.resize(total as usize, 0);
         self.value.resize(total as usize, 0.0);
@@ -233,6 +238,7 @@ impl SparseRows {
             }
         }
         self.ones = ones;
+        true
     }
 
     /// Appends one row from its `(column, value)` entries, keeping the non-zero ones.
@@ -477,19 +483,7 @@ pub fn add_at_b(w: &mut [f32], a: &[f32], k: usize, d: &[f32], n: usize, rows: O
     let d_rows = selected_rows(d, n, rows);
     let entries = count * k;
     let done = SCRATCH.with_borrow_mut(|s| {
-        // Few rows: the list is cheap, and its length decides. Many: count first, as a dense
-        // `a` would make building the list wasted work.
-        if count > FEW_ROWS {
-            let nonzero: usize = a_rows
-                .clone()
-                .map(|r| r.iter().filter(|&&x| x != 0.0).count())
-                .sum();
-            if !sum_selected_rows(count, nonzero, entries) {
-                return false;
-            }
-        }
-        s.fill_from_columns(a_rows.clone(), k);
-        if !sum_selected_rows(count, s.index.len(), entries) {
+        if !s.fill_from_columns(a_rows.clone(), k, max_nonzero(count, entries)) {
             return false;
         }
         match rows {
@@ -533,16 +527,17 @@ fn selected_rows<'a>(
     })
 }
 
-/// Whether [`add_at_b`] sums, for each row j of `w`, the rows of `d` selected by the non-zeros
-/// of column j of `a` (spike inputs), instead of calling gemm. Measured with `w` 256 × 1024 (the
+/// Up to how many non-zeros of `a` (`rows` × `len / rows`) [`add_at_b`] sums, for each row j of
+/// `w`, the rows of `d` selected by the non-zeros of column j of `a` (spike inputs), instead of
+/// calling gemm. Measured with `w` 256 × 1024 (the
 /// tutorial's `W_hh`) on an AVX-512 Xeon, spikes: with 230 rows (a batch of 32 names) the sums
 /// win up to about half non-zero, with 600 rows up to about a third (the panels of `d` no longer
 /// fit in L1), hence 35 %; trained models fire `h` at 0.08–0.2. With few rows (one name: its
 /// time steps) they win up to half full, as gemm reads and writes all of `w` however few the
 /// rows.
-fn sum_selected_rows(rows: usize, nonzero: usize, len: usize) -> bool {
-    let max_share = if rows <= FEW_ROWS { 0.5 } else { 0.35 };
-    nonzero as f64 <= max_share * len as f64
+fn max_nonzero(rows: usize, len: usize) -> usize {
+    let percent = if rows <= FEW_ROWS { 50 } else { 35 };
+    len * percent / 100
 }
 
 /// Up to this many rows, [`add_at_b`] sums selected rows for `a` up to half full.
@@ -637,12 +632,8 @@ mod tests {
         let want = plus(naive(Mat::new(&a3, 7, 6).t(), Mat::new(&d3, 7, 70)), 0.5);
         assert_eq!(w3, want);
         // many rows (a batch of names × steps): the sparse path up to 35 % non-zero, gemm above
-        assert!(sum_selected_rows(40, 40 * 8 / 9 + 1, 40 * 8));
-        assert!(sum_selected_rows(40, 40 * 8 * 35 / 100, 40 * 8));
-        assert!(!sum_selected_rows(40, 40 * 8 * 36 / 100, 40 * 8));
-        assert!(
-            sum_selected_rows(7, 7 * 6 / 2, 7 * 6) && !sum_selected_rows(7, 7 * 6 / 2 + 1, 7 * 6)
-        );
+        assert_eq!(max_nonzero(40, 40 * 8), 112);
+        assert_eq!(max_nonzero(7, 7 * 6), 21); // few rows: up to half
         for (every, path) in [(9, "sparse"), (2, "gemm")] {
             let a4: Vec<f32> = (0..40 * 8)
                 .map(|x| if x % every == 1 { 1.0 } else { 0.0 })
