@@ -346,25 +346,31 @@ impl SparseRows {
                 last * b_rs + b_c0 + P <= b.len(),
                 "matrix rows out of bounds"
             );
-            // The rows with entries, four at a time, then the rest one by one.
-            let mut todo = c
-                .chunks_exact_mut(n)
-                .enumerate()
-                .map(|(r, c_row)| (&mut c_row[c0..c0 + P], self.row(r)))
-                .filter(|(_, list)| !list.0.is_empty());
-            loop {
-                let group: [_; 4] = std::array::from_fn(|_| todo.next());
-                if let [Some(r0), Some(r1), Some(r2), Some(r3)] = group {
-                    let (acc, lists) = ([r0.0, r1.0, r2.0, r3.0], [r0.1, r1.1, r2.1, r3.1]);
+            // Four rows at a time when all four have entries; otherwise, and for the last rows,
+            // one by one, skipping rows without entries (their output is unchanged).
+            let rows = c.len() / n;
+            let mut r = 0;
+            while r < rows {
+                let group = rows - r >= 4 && (r..r + 4).all(|i| !self.row(i).0.is_empty());
+                if group {
+                    let lists = std::array::from_fn(|i| self.row(r + i));
+                    let mut acc = c[r * n..(r + 4) * n].chunks_exact_mut(n);
+                    let acc = std::array::from_fn(|_| match acc.next() {
+                        Some(row) => &mut row[c0..c0 + P],
+                        None => unreachable!("four rows were sliced"),
+                    });
                     // SAFETY: checked above.
                     unsafe { panel_avx512::<P, 4, ONES>(acc, lists, b, b_rs, b_c0) };
+                    r += 4;
                     continue;
                 }
-                for (acc, list) in group.into_iter().flatten() {
+                let list = self.row(r);
+                if !list.0.is_empty() {
+                    let acc = &mut c[r * n + c0..r * n + c0 + P];
                     // SAFETY: checked above.
                     unsafe { panel_avx512::<P, 1, ONES>([acc], [list], b, b_rs, b_c0) };
                 }
-                break;
+                r += 1;
             }
         }
         #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
