@@ -149,6 +149,11 @@ impl Panels {
         }
     }
 
+    /// Nothing packed yet.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// Panel starting at column `c0`: `rows × width`, row-major.
     fn panel(&self, c0: usize) -> (&[f32], usize) {
         let w = PACKED.min(self.cols - c0);
@@ -711,7 +716,8 @@ mod tests {
             })
             .chain(std::iter::repeat_n(0.0, k)) // an all-zero row
             .collect();
-        let b: Vec<f32> = (0..k * n).map(|x| ((x * 7) % 11) as f32 - 5.0).collect();
+        // (rows differ: 7·77 is not a multiple of 13)
+        let b: Vec<f32> = (0..k * n).map(|x| ((x * 7) % 13) as f32 - 6.0).collect();
         let mut c = vec![0.5; (m + 1) * n];
         rows_matmul(&mut c, n, &a, k, &b, n);
         let want = plus(naive(Mat::new(&a, m + 1, k), Mat::new(&b, k, n)), 0.5);

@@ -201,7 +201,7 @@ struct DirCache {
     vn: Vec<f32>,
     /// `h·W_hhᵀ + b_hh` of the current step `[B, G·H]`.
     v: Vec<f32>,
-    /// `W_hh` in panels, for batches of [`PACK_MIN_ROWS`] or more.
+    /// `W_hh` in panels, when a forward sums enough rows ([`PACK_MIN_ROWS_SUMMED`]).
     w_hh_panels: Panels,
 }
 
@@ -572,10 +572,7 @@ impl SpikingRnn {
             }
         }
         size(&mut dc.v, b * gh);
-        let packed = b >= PACK_MIN_ROWS;
-        if packed {
-            dc.w_hh_panels.pack(w_hh, gh);
-        }
+        let mut packed = false;
 
         for k in 0..t {
             // v = h·W_hhᵀ + b_hh for the rows still running. Rows past their sequence's end
@@ -591,8 +588,16 @@ impl SpikingRnn {
             }
             let (h_done, h_next) = dc.h.split_at_mut((k + 1) * b * hs);
             let h_prev = &h_done[k * b * hs..];
-            // Spikes select rows of W_hh: summing them skips the zeros (for batches, from
-            // W_hh packed in panels; see PACK_MIN_ROWS).
+            // Spikes select rows of W_hh: summing them skips the zeros. Packed in panels once
+            // the rows still to sum make up for the packing (see PACK_MIN_ROWS_SUMMED),
+            // judged from this step's spikes.
+            if !packed {
+                let spikes = h_prev[..na * hs].iter().filter(|&&x| x != 0.0).count();
+                if spikes * (t - k) >= PACK_MIN_ROWS_SUMMED {
+                    dc.w_hh_panels.pack(w_hh, gh);
+                    packed = true;
+                }
+            }
             if packed {
                 rows_matmul_panels(
                     &mut dc.v[..na * gh],
@@ -936,11 +941,14 @@ fn valid_rows<'a>(buf: &'a mut Vec<u32>, t: usize, lengths: &[usize]) -> Option<
     Some(buf)
 }
 
-/// Batches from which the forward product reads `W_hh` packed in panels, its rows then reused
-/// by several names from L1. Measured (256 × 1024 `W_hh`, a quarter of `h` firing): the packed
-/// sums take ~0.75× the time from 8 rows and ~0.6× from 32; packing costs about one step's sums
-/// at 8 rows, so it pays for sequences of several steps from about 16 rows.
-const PACK_MIN_ROWS: usize = 16;
+/// How many rows of `W_hh` the forward product must still be expected to sum (this step's
+/// spikes × the steps left) before it packs `W_hh` in panels, whose rows it then reuses for
+/// several names from L1. Measured with the 256 × 1,024 `W_hh` of the tutorial: packing costs
+/// 50–100 µs, and each row summed from a packed panel saves ~20 ns (~120 GB/s of rows against
+/// ~75), so packing pays from ~3,000 rows; twice that leaves a margin. The bench's batches of
+/// 32 names per worker (a quarter of `h` firing) sum ~13,000 rows; a trained model in
+/// `--preset fast` (16 names per worker, 8 % firing) ~2,000, and packing made it no faster.
+const PACK_MIN_ROWS_SUMMED: usize = 6_000;
 
 /// Batch rows × steps from which the backward pass transposes `W_hh` for its recurrent product.
 const TRANSPOSE_MIN_ROWS: usize = 64;
@@ -963,4 +971,89 @@ fn sorted_longest_first(lengths: &[usize]) -> bool {
 enum LayerInput<'a> {
     Dense(&'a [f32]),
     Tokens(&'a [u32]),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A batch large enough for the batched paths (`W_hh` packed in panels for the forward
+    /// sums, spike-selected rows for the weight gradient, the transposed `W_hh` for the backward
+    /// product) gives what running each name alone gives: the same outputs bit for bit, the
+    /// same gradients up to the order of the sums. Lengths sorted longest first (ended rows
+    /// skipped) and in any order.
+    #[test]
+    fn large_batches_equal_one_by_one() {
+        let (i, h, b) = (58, 128, 128);
+        let mut layout = ParamLayout::new();
+        let rnn = SpikingRnn::new(RnnConfig::new(CellKind::Lstm, i, h), &mut layout, "").unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut p = vec![0.0; layout.total];
+        rnn.init(&mut p, &mut rng);
+        // Biases lowered so that h fires at ~0.17, as in training (the sums' range).
+        for r in [&rnn.dirs[0].b_ih, &rnn.dirs[0].b_hh].into_iter().flatten() {
+            p[r.clone()].iter_mut().for_each(|w| *w -= 0.02);
+        }
+        let mut lengths: Vec<usize> = (0..b).map(|k| 12 - k % 12).collect();
+        lengths.sort_unstable_by(|x, y| y.cmp(x));
+        let unsorted: Vec<usize> = (0..b).map(|k| lengths[(k * 7) % b]).collect();
+        for lengths in [lengths, unsorted] {
+            let t = lengths[..].iter().copied().max().unwrap();
+            let tokens: Vec<u32> = (0..t * b).map(|_| rng.gen_range(0..i as u32)).collect();
+            let d_out: Vec<f32> = (0..t * b * h).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut cache = RnnCache::default();
+            let batch = Batch {
+                input: Input::Tokens(&tokens),
+                t,
+                b,
+                lengths: Some(&lengths),
+            };
+            rnn.forward(&p, batch, None, None, &mut cache).unwrap();
+            let mut grads = vec![0.0; p.len()];
+            rnn.backward(&p, &mut cache, &d_out, None, &mut grads, None, None)
+                .unwrap();
+            // The batched paths were taken.
+            assert!(
+                !cache.layers[0].dirs[0].w_hh_panels.is_empty(),
+                "W_hh packed"
+            );
+            let spikes = cache.hidden(0, 0).iter().filter(|&&x| x != 0.0).count();
+            let valid: usize = lengths.iter().sum();
+            let share = spikes as f64 / (valid * h) as f64;
+            assert!(
+                share > 0.05 && share < 0.35,
+                "h fires at {share}: the sums' range"
+            );
+
+            let mut sum = vec![0.0; p.len()];
+            for (bi, &len) in lengths.iter().enumerate() {
+                let toks: Vec<u32> = (0..len).map(|ti| tokens[ti * b + bi]).collect();
+                let d: Vec<f32> = (0..len)
+                    .flat_map(|ti| d_out[(ti * b + bi) * h..(ti * b + bi + 1) * h].to_vec())
+                    .collect();
+                let mut one = RnnCache::default();
+                let batch = Batch {
+                    input: Input::Tokens(&toks),
+                    t: len,
+                    b: 1,
+                    lengths: None,
+                };
+                rnn.forward(&p, batch, None, None, &mut one).unwrap();
+                for ti in 0..len {
+                    let got = &cache.output()[(ti * b + bi) * h..(ti * b + bi + 1) * h];
+                    assert_eq!(got, &one.output()[ti * h..(ti + 1) * h], "b{bi} t{ti}");
+                }
+                rnn.backward(&p, &mut one, &d, None, &mut sum, None, None)
+                    .unwrap();
+            }
+            for (k, (&g, &want)) in grads.iter().zip(&sum).enumerate() {
+                assert!(
+                    (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "parameter {k}: {g} vs {want}"
+                );
+            }
+        }
+    }
 }
