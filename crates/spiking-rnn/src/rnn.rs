@@ -189,7 +189,8 @@ impl LayerCache {
 
 #[derive(Clone, Debug, Default)]
 struct DirCache {
-    /// `x·W_ihᵀ + b_ih`, time order `[T, B, G·H]`.
+    /// `x·W_ihᵀ + b_ih`, time order `[T, B, G·H]` (for letter inputs, rows past a sequence's
+    /// end are not written).
     u: Vec<f32>,
     /// Spike-function arguments and outputs, processing order `[T, B, G·H]`.
     pre: Vec<f32>,
@@ -199,7 +200,8 @@ struct DirCache {
     c: Vec<f32>,
     /// GRU `v_n` `[T, B, H]`.
     vn: Vec<f32>,
-    /// `h·W_hhᵀ + b_hh` of the current step `[B, G·H]`.
+    /// `h·W_hhᵀ + b_hh` of the current step `[B, G·H]` (rows past a sequence's end are not
+    /// written).
     v: Vec<f32>,
     /// `W_hh` in panels, when a forward sums enough rows ([`PACK_MIN_ROWS_SUMMED`]).
     w_hh_panels: Panels,
