@@ -284,13 +284,7 @@ impl SparseRows {
             c0 += PANEL;
         }
         if c0 < n {
-            for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
-                let (idx, val) = self.row(r);
-                for (&j, &w) in idx.iter().zip(val) {
-                    let j = j as usize * b_rs;
-                    axpy(&mut c_row[c0..], w, &b[j + c0..j + n]);
-                }
-            }
+            self.narrow_panel(c, n, b, b_rs, c0, c0);
         }
     }
 
@@ -301,15 +295,29 @@ impl SparseRows {
             let (data, w) = b.panel(c0);
             if w == PACKED {
                 self.panel_all_rows::<PACKED>(c, n, data, PACKED, c0, 0);
-                continue;
+            } else {
+                self.narrow_panel(c, n, data, w, c0, 0);
             }
-            // The last, narrower panel.
-            for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
-                let (idx, val) = self.row(r);
-                for (&j, &v) in idx.iter().zip(val) {
-                    let j = j as usize * w;
-                    axpy(&mut c_row[c0..c0 + w], v, &data[j..j + w]);
-                }
+        }
+    }
+
+    /// Columns `c0..n` of every output row (fewer than a panel), from `b` read at column `b_c0`,
+    /// with `axpy`.
+    fn narrow_panel(
+        &self,
+        c: &mut [f32],
+        n: usize,
+        b: &[f32],
+        b_rs: usize,
+        c0: usize,
+        b_c0: usize,
+    ) {
+        let w = n - c0;
+        for (r, c_row) in c.chunks_exact_mut(n).enumerate() {
+            let (idx, val) = self.row(r);
+            for (&j, &v) in idx.iter().zip(val) {
+                let j = j as usize * b_rs + b_c0;
+                axpy(&mut c_row[c0..], v, &b[j..j + w]);
             }
         }
     }
@@ -531,11 +539,16 @@ fn selected_rows<'a>(
     width: usize,
     rows: Option<&'a [u32]>,
 ) -> impl ExactSizeIterator<Item = &'a [f32]> + Clone + 'a {
-    let count = rows.map_or(m.len() / width, |r| r.len());
-    (0..count).map(move |i| {
-        let r = rows.map_or(i, |r| r[i] as usize);
-        &m[r * width..(r + 1) * width]
-    })
+    row_indices(m.len() / width, rows).map(move |r| &m[r * width..(r + 1) * width])
+}
+
+/// The row indices listed in `rows`, or `0..all`.
+pub fn row_indices(
+    all: usize,
+    rows: Option<&[u32]>,
+) -> impl ExactSizeIterator<Item = usize> + Clone + '_ {
+    let count = rows.map_or(all, |r| r.len());
+    (0..count).map(move |i| rows.map_or(i, |r| r[i] as usize))
 }
 
 /// Up to how many non-zeros of `a` (`rows` × `len / rows`) [`add_at_b`] sums, for each row j of

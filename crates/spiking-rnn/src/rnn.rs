@@ -11,8 +11,8 @@
 
 use crate::cell::{self, CellFns, CellKind};
 use crate::linalg::{
-    add_at_b, add_column_sums, axpy, matmul, rows_matmul, rows_matmul_panels, transpose, Mat,
-    Panels,
+    add_at_b, add_column_sums, axpy, matmul, row_indices, rows_matmul, rows_matmul_panels,
+    transpose, Mat, Panels,
 };
 use crate::params::ParamLayout;
 use crate::surrogate::Surrogate;
@@ -904,8 +904,7 @@ impl SpikingRnn {
                     LayerInput::Tokens(tk) => {
                         let g_w_ih = &mut grads[p.w_ih.clone()];
                         // The rows inside their sequence (the others are zero).
-                        for i in 0..valid.map_or(tk.len(), |v| v.len()) {
-                            let r = valid.map_or(i, |v| v[i] as usize);
+                        for r in row_indices(tk.len(), valid) {
                             let tok = tk[r] as usize;
                             let du_row = &d_u[r * gh..(r + 1) * gh];
                             axpy(&mut g_w_ih[tok * gh..(tok + 1) * gh], 1.0, du_row);

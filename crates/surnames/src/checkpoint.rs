@@ -232,10 +232,7 @@ pub fn import_state_dict(
         })?),
         None => None,
     };
-    let (spec, recorded) = match meta {
-        Some(m) => (Some(m.model), Some(m.categories)),
-        None => (None, None),
-    };
+    let (spec, recorded) = meta.map(|m| (m.model, m.categories)).unzip();
     let spec = match spec {
         Some(mut spec) => {
             if let Some(c) = clamp_cell {

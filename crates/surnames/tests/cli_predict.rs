@@ -214,18 +214,23 @@ fn spaces_and_overlong_names() {
     check_prediction(&v[0], "Zou", "Zou", 3);
 }
 
-/// A stdin line that is not UTF-8 fails alone; the other names are answered.
-#[test]
-fn non_utf8_stdin_line_fails_alone() {
-    use std::io::Write;
-    let mut child = surnames()
+/// `predict --json` on the shared run with stdin and stdout piped.
+fn spawn_predict_json(stderr: std::process::Stdio) -> std::process::Child {
+    surnames()
         .args(["predict", "--json", "--model"])
         .arg(shared_run())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// A stdin line that is not UTF-8 fails alone; the other names are answered.
+#[test]
+fn non_utf8_stdin_line_fails_alone() {
+    use std::io::Write;
+    let mut child = spawn_predict_json(std::process::Stdio::piped());
     child
         .stdin
         .take()
@@ -245,14 +250,7 @@ fn non_utf8_stdin_line_fails_alone() {
 #[test]
 fn names_from_a_pipe_are_answered_as_they_arrive() {
     use std::io::{BufRead, Write};
-    let mut child = surnames()
-        .args(["predict", "--json", "--model"])
-        .arg(shared_run())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_predict_json(std::process::Stdio::null());
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"Zou\n").unwrap();
     stdin.flush().unwrap();
