@@ -89,7 +89,7 @@ pub fn matmul(c: &mut [f32], c_rs: usize, accumulate: bool, a: Mat, b: Mat) {
 /// weighted by the non-zero entries of `a`. For spike inputs most entries are 0 and are skipped.
 pub fn rows_matmul(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32], b_rs: usize) {
     SCRATCH.with_borrow_mut(|s| {
-        s.fill_from_rows(a, k);
+        s.fill_from_rows(a, k, usize::MAX);
         s.matmul(c, n, b, b_rs);
     });
 }
@@ -99,7 +99,7 @@ pub fn rows_matmul(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32], b_rs
 /// the gradients of spiking gates, zero wherever the spike or state that multiplies them is.
 pub fn add_a_b(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32]) {
     let sparse = SCRATCH.with_borrow_mut(|s| {
-        let fits = s.fill_from_sparse_rows(a, k, a.len() * SPARSE_A_PERCENT / 100);
+        let fits = s.fill_from_rows(a, k, a.len() * SPARSE_A_PERCENT / 100);
         if fits {
             s.matmul(c, n, b, n);
         }
@@ -119,7 +119,7 @@ pub(crate) const SPARSE_A_PERCENT: usize = 12;
 /// [`rows_matmul`] with `b` packed in panels (see [`Panels`]).
 pub fn rows_matmul_panels(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &Panels) {
     SCRATCH.with_borrow_mut(|s| {
-        s.fill_from_rows(a, k);
+        s.fill_from_rows(a, k, usize::MAX);
         s.matmul_panels(c, n, b);
     });
 }
@@ -196,7 +196,7 @@ struct SparseRows {
     cols: usize,
     /// Per column, where its next entry goes ([`Self::fill_from_columns`]).
     next: Vec<u32>,
-    /// Non-zero bits of 16 values each ([`Self::fill_from_sparse_rows`]).
+    /// Non-zero bits of 16 values each ([`Self::fill_from_rows`]).
     masks: Vec<u32>,
 }
 
@@ -205,15 +205,6 @@ struct SparseRows {
 const PANEL: usize = 64;
 
 impl SparseRows {
-    /// From the rows of a row-major `[m×k]` matrix.
-    fn fill_from_rows(&mut self, a: &[f32], k: usize) {
-        self.clear();
-        self.cols = k;
-        for row in a.chunks_exact(k) {
-            self.push_row(row.iter().copied().enumerate());
-        }
-    }
-
     /// From the columns of a matrix with `k` columns, given row by row (the rows of its
     /// transpose). A counting sort: count each column's non-zeros, then place them row by row.
     /// Reading the rows in memory order and visiting only the non-zeros (16 columns at a time,
@@ -267,10 +258,12 @@ impl SparseRows {
         true
     }
 
-    /// [`Self::fill_from_rows`] for mostly-zero rows: one bit mask per 16 values first, whose
+    /// From the rows of a row-major `[m×k]` matrix: one bit mask per 16 values first, whose
     /// counts decide (returning false when there are more than `max_nonzero` non-zeros); then
-    /// only the non-zeros are stored, 16 values at a time.
-    fn fill_from_sparse_rows(&mut self, a: &[f32], k: usize, max_nonzero: usize) -> bool {
+    /// only the non-zeros are stored, 16 values at a time. (Visiting every value with a branch
+    /// per value mispredicts on spikes; the branch-free compaction this replaced still wrote
+    /// every value.)
+    fn fill_from_rows(&mut self, a: &[f32], k: usize, max_nonzero: usize) -> bool {
         let masks = &mut self.masks;
         masks.clear();
         let mut total = 0;
@@ -304,28 +297,6 @@ impl SparseRows {
         self.value.truncate(total);
         self.ones = ones;
         true
-    }
-
-    /// Appends one row from its `(column, value)` entries, keeping the non-zero ones.
-    /// Branch-free compaction: every entry is written and the end moves past non-zero ones only.
-    /// Spikes are unpredictable; a branch per entry mispredicted often enough to cost an eighth
-    /// of batch-1 inference.
-    #[inline]
-    fn push_row(&mut self, entries: impl ExactSizeIterator<Item = (usize, f32)>) {
-        let mut end = self.index.len();
-        self.index.resize(end + entries.len(), 0);
-        self.value.resize(end + entries.len(), 0.0);
-        let mut ones = true;
-        for (j, x) in entries {
-            self.index[end] = j as u32;
-            self.value[end] = x;
-            end += (x != 0.0) as usize;
-            ones &= (x == 0.0) | (x == 1.0);
-        }
-        self.ones &= ones;
-        self.index.truncate(end);
-        self.value.truncate(end);
-        self.start.push(end);
     }
 
     fn clear(&mut self) {
