@@ -1,7 +1,8 @@
 //! Matrix products. Dense products go to the `gemm` crate (runtime-dispatched SIMD kernels, AVX-512
-//! where the CPU has it); `rows_matmul`, `rows_matmul_panels` and the sparse path of `add_at_b`
-//! are hand-written products for spike inputs, which skip the zero entries: each output row is a
-//! sum of the rows of the other operand that its spikes select.
+//! where the CPU has it); `rows_matmul`, `rows_matmul_panels` and the sparse paths of `add_at_b`
+//! and `add_a_b` are hand-written products for mostly-zero inputs (spikes, and the gradients
+//! they gate), which skip the zero entries: each output row is a sum of the rows of the other
+//! operand that its non-zeros select.
 
 /// A read-only strided matrix view: element (r, c) is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -97,7 +98,9 @@ pub fn rows_matmul(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32], b_rs
 /// `c[m×n] += a[m×k] · b[k×n]` for row-major `a` and `b`: the sums of the rows of `b` selected
 /// by the non-zeros of `a` when at most [`SPARSE_A_PERCENT`] of it is non-zero, else gemm. For
 /// the gradients of spiking gates, zero wherever the spike or state that multiplies them is.
-pub fn add_a_b(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32]) {
+/// Returns whether it summed rows.
+pub fn add_a_b(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32]) -> bool {
+    assert_eq!(c.len() / n, a.len() / k, "product rows differ");
     let sparse = SCRATCH.with_borrow_mut(|s| {
         let fits = s.fill_from_rows(a, k, a.len() * SPARSE_A_PERCENT / 100);
         if fits {
@@ -108,6 +111,7 @@ pub fn add_a_b(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32]) {
     if !sparse {
         matmul(c, n, true, Mat::new(a, a.len() / k, k), Mat::new(b, k, n));
     }
+    sparse
 }
 
 /// Up to how much of `a` may be non-zero (percent) for [`add_a_b`] to sum rows. Measured with
@@ -192,7 +196,7 @@ struct SparseRows {
     value: Vec<f32>,
     /// Every stored value is 1 (spikes).
     ones: bool,
-    /// Length of the rows pushed: every index is below it.
+    /// Every stored index is below it.
     cols: usize,
     /// Per column, where its next entry goes ([`Self::fill_from_columns`]).
     next: Vec<u32>,
@@ -260,9 +264,8 @@ impl SparseRows {
 
     /// From the rows of a row-major `[m×k]` matrix: one bit mask per 16 values first, whose
     /// counts decide (returning false when there are more than `max_nonzero` non-zeros); then
-    /// only the non-zeros are stored, 16 values at a time. (Visiting every value with a branch
-    /// per value mispredicts on spikes; the branch-free compaction this replaced still wrote
-    /// every value.)
+    /// only the non-zeros are stored, 16 values at a time (no branch per value: spikes would
+    /// mispredict).
     fn fill_from_rows(&mut self, a: &[f32], k: usize, max_nonzero: usize) -> bool {
         let masks = &mut self.masks;
         masks.clear();
@@ -789,11 +792,49 @@ mod tests {
         }
     }
 
+    /// The lists of non-zeros (16 values per compare, partial chunks, empty rows, −0 as zero,
+    /// NaN as non-zero) against a plain loop, and the `ones` flag for spikes and for values.
+    #[test]
+    fn fill_from_rows_lists_every_non_zero() {
+        // 64: whole chunks only; 70: a partial one at the end of each row.
+        for k in [64, 70] {
+            let values: Vec<f32> = (0..5 * k)
+                .map(|x| match (x / k, x % 13) {
+                    (2, _) => 0.0,
+                    (_, 0) => -0.0,
+                    (_, 3) => 1.0,
+                    (_, 7) => x as f32 * 0.5,
+                    (4, 11) => f32::NAN,
+                    _ => 0.0,
+                })
+                .collect();
+            let spikes: Vec<f32> = (0..5 * k).map(|x| (x % 9 == 2) as u8 as f32).collect();
+            for (a, ones) in [(values, false), (spikes, true)] {
+                let mut s = SparseRows::default();
+                let nonzero = a.iter().filter(|&&x| x != 0.0).count();
+                assert!(!s.fill_from_rows(&a, k, nonzero - 1), "over the limit");
+                assert!(s.fill_from_rows(&a, k, nonzero));
+                assert_eq!((s.ones, s.cols, s.start.len()), (ones, k, 6));
+                for (r, row) in a.chunks(k).enumerate() {
+                    let (idx, val) = s.row(r);
+                    let want: Vec<(u32, f32)> = (0..k as u32)
+                        .filter(|&j| row[j as usize] != 0.0)
+                        .map(|j| (j, row[j as usize]))
+                        .collect();
+                    let got: Vec<(u32, f32)> =
+                        idx.iter().copied().zip(val.iter().copied()).collect();
+                    assert_eq!(format!("{got:?}"), format!("{want:?}"), "k {k}, row {r}");
+                }
+            }
+        }
+    }
+
     /// Both paths of `add_a_b`: rows of `a` with few non-zeros (some rows empty, some values 1, or
     /// spikes only) summed, and a dense `a` through gemm; each against the naive product.
     #[test]
     fn add_a_b_sparse_and_dense() {
-        let (m, k, n) = (9, 70, 37);
+        // n spans a full 64-column panel (the AVX-512 kernel) and a narrow one.
+        let (m, k, n) = (9, 70, 64 + 37);
         let b: Vec<f32> = (0..k * n)
             .map(|x| ((x * 13) % 23) as f32 * 0.25 - 2.0)
             .collect();
@@ -808,10 +849,8 @@ mod tests {
         let spikes: Vec<f32> = (0..m * k).map(|x| (x % 11 == 1) as u8 as f32).collect();
         let dense: Vec<f32> = (0..m * k).map(|x| (x % 5) as f32 - 1.5).collect();
         for (a, summed) in [(sparse, true), (spikes, true), (dense, false)] {
-            let nonzero = a.iter().filter(|&&x| x != 0.0).count();
-            assert_eq!(nonzero <= a.len() * SPARSE_A_PERCENT / 100, summed);
             let mut c = vec![0.5; m * n];
-            add_a_b(&mut c, n, &a, k, &b);
+            assert_eq!(add_a_b(&mut c, n, &a, k, &b), summed);
             let want = plus(naive(Mat::new(&a, m, k), Mat::new(&b, k, n)), 0.5);
             for (got, want) in c.iter().zip(&want) {
                 assert!(

@@ -836,8 +836,8 @@ impl SpikingRnn {
                             }
                         }
                     }
-                    // d_h_prev += d_v·W_hh (W_hh stored as [H, G·H]: contiguous dot products).
-                    // Before step 0 it only feeds the initial-state gradient.
+                    // d_h_prev += d_v·W_hh (W_hh stored as [H, G·H]). Before step 0 it only
+                    // feeds the initial-state gradient.
                     if k == 0 && d_init.is_none() {
                         continue;
                     }
@@ -985,9 +985,10 @@ mod tests {
 
     /// A batch large enough for the batched paths (`W_hh` packed in panels for the forward
     /// sums, spike-selected rows for the weight gradient, the transposed `W_hh` for the backward
-    /// product) gives what running each name alone gives: the same outputs bit for bit, the
-    /// same gradients up to the order of the sums. Lengths sorted longest first (ended rows
-    /// skipped) and in any order.
+    /// product, through gemm or summing the rows that sparse gate gradients select) gives what
+    /// running each name alone gives: the same outputs bit for bit, the same gradients up to
+    /// the order of the sums. Lengths sorted longest first (ended rows skipped) and in any
+    /// order.
     #[test]
     fn large_batches_equal_one_by_one() {
         let (i, h, b) = (58, 128, 128);
