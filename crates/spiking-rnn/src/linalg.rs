@@ -102,7 +102,7 @@ pub fn rows_matmul(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32], b_rs
 pub fn add_a_b(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32]) -> bool {
     assert_eq!(c.len() / n, a.len() / k, "product rows differ");
     let sparse = SCRATCH.with_borrow_mut(|s| {
-        let fits = s.fill_from_rows(a, k, a.len() * SPARSE_A_PERCENT / 100);
+        let fits = s.fill_from_rows(a, k, max_summed_nonzero(a.len()));
         if fits {
             s.matmul(c, n, b, n);
         }
@@ -114,11 +114,16 @@ pub fn add_a_b(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &[f32]) -> bool 
     sparse
 }
 
+/// Up to how many of `len` values of `a` may be non-zero for [`add_a_b`] to sum rows.
+pub(crate) fn max_summed_nonzero(len: usize) -> usize {
+    len * SPARSE_A_PERCENT / 100
+}
+
 /// Up to how much of `a` may be non-zero (percent) for [`add_a_b`] to sum rows. Measured with
 /// the tutorial's `W_hh` rows (`b` 1,024 × 256, in L2) on the AVX-512 Xeon, 16 or 32 rows of
 /// `a`: the sums take 24 / 52 µs at 5 %, 52 / 105 at 10 %, 72 / 202 at 20 %; gemm 62 / 124
 /// whatever the share. The rows come from L2 at ~32 GB/s, so the crossover is low.
-pub(crate) const SPARSE_A_PERCENT: usize = 12;
+const SPARSE_A_PERCENT: usize = 12;
 
 /// [`rows_matmul`] with `b` packed in panels (see [`Panels`]).
 pub fn rows_matmul_panels(c: &mut [f32], n: usize, a: &[f32], k: usize, b: &Panels) {

@@ -1040,7 +1040,7 @@ mod tests {
                         let na = active_rows(&lengths, k);
                         let d_v = &cache.d_v[k * b * 4 * h..(k * b + na) * 4 * h];
                         let nonzero = d_v.iter().filter(|&&x| x != 0.0).count();
-                        nonzero <= d_v.len() * crate::linalg::SPARSE_A_PERCENT / 100
+                        nonzero <= crate::linalg::max_summed_nonzero(d_v.len())
                     })
                     .count();
                 let sorted = sorted_longest_first(&lengths);
