@@ -1,5 +1,5 @@
-//! The tutorial's network: spiking RNN → output at each sequence's last valid step →
-//! Linear → softmax. Works on letter-index sequences of any lengths, one or many at a time,
+//! The tutorial's network: spiking RNN → output at each sequence's last valid step (or another
+//! readout) → Linear → softmax. Works on letter-index sequences of any lengths, one or many at a time,
 //! and splits a batch over threads for training.
 
 use crate::linear::Linear;
@@ -41,6 +41,12 @@ pub enum Readout {
     /// last letter, the reverse direction at the first, after it has read the whole name. The
     /// same as `Last` for one direction.
     Final,
+    /// Each direction's final cell state `c` in the top layer (LSTM cells only), read where
+    /// `Final` reads the output. The output is `h = c·o`: at the last letter the output gate
+    /// hides the units whose `o` is silent, the cell state shows them all. In the 2020 spiking
+    /// cell `c` is a whole number (it adds the spikes `i·g` the forget gate keeps), so what the
+    /// Linear layer reads is still a count of spikes.
+    Cell,
 }
 
 impl Readout {
@@ -77,6 +83,8 @@ pub struct Workspace {
     d_logits: Vec<f32>,
     d_feat: Vec<f32>,
     d_out: Vec<f32>,
+    /// Gradient w.r.t. the final states (the `Cell` readout's way into the backward).
+    d_final: States,
     /// This worker's gradient buffer (private: `grads_clean` must follow every write).
     grads: Vec<f32>,
     /// `grads` is known to be all zeros (a new workspace, after [`Workspace::apply_adam`], or
@@ -164,6 +172,12 @@ impl SeqClassifier {
                 "a classifier needs at least 2 classes".into(),
             ));
         }
+        if cfg.readout == Readout::Cell && cfg.rnn.cell.states() != 2 {
+            return Err(Error::Config(format!(
+                "the cell-state readout needs an LSTM cell, not {}",
+                cfg.rnn.cell.name()
+            )));
+        }
         let mut layout = ParamLayout::new();
         let prefix = match cfg.rnn.cell {
             CellKind::Lstm => "lstm.",
@@ -212,6 +226,7 @@ impl SeqClassifier {
             d_logits: Vec::new(),
             d_feat: Vec::new(),
             d_out: Vec::new(),
+            d_final: States::default(),
             grads: vec![0.0; self.layout.total],
             grads_clean: true,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -264,10 +279,14 @@ impl SeqClassifier {
         let out = ws.rnn.output();
         ws.feat.clear();
         ws.feat.resize(b * f, 0.0);
+        let cell_state = &ws.rnn.final_states.c;
         for (bi, &len) in ws.lengths.iter().enumerate() {
             let feat = &mut ws.feat[bi * f..(bi + 1) * f];
             self.readout_pieces(b, bi, len, |fo, oo, n, w| {
                 crate::linalg::axpy(&mut feat[fo..fo + n], w, &out[oo..oo + n]);
+            });
+            self.cell_readout_pieces(b, bi, |fo, so, n| {
+                feat[fo..fo + n].copy_from_slice(&cell_state[so..so + n]);
             });
         }
         ws.logits.clear();
@@ -303,6 +322,22 @@ impl SeqClassifier {
                     piece(0, (ti * b + bi) * f, f, 1.0 / len as f32);
                 }
             }
+            Readout::Cell => {}
+        }
+    }
+
+    /// With the `Cell` readout, the pieces of the final cell states `[D·L, B, H]` that make up
+    /// sequence `bi`'s features, each as `(offset in the features, offset in the states, length)`;
+    /// none for the other readouts.
+    fn cell_readout_pieces(&self, b: usize, bi: usize, mut piece: impl FnMut(usize, usize, usize)) {
+        if self.cfg.readout != Readout::Cell {
+            return;
+        }
+        let (hs, nl) = (self.cfg.rnn.hidden_size, self.cfg.rnn.num_layers);
+        for d in 0..self.cfg.rnn.directions() {
+            // States are ordered direction-major (`s = d·L + l`); the top layer is `l = L − 1`.
+            let s = d * nl + nl - 1;
+            piece(d * hs, (s * b + bi) * hs, hs);
         }
     }
 
@@ -321,18 +356,30 @@ impl SeqClassifier {
         );
         ws.d_out.clear();
         ws.d_out.resize(t * b * f, 0.0);
+        let cell_readout = self.cfg.readout == Readout::Cell;
+        if cell_readout {
+            let n = ws.rnn.final_states.c.len();
+            for v in [&mut ws.d_final.h, &mut ws.d_final.c] {
+                v.clear();
+                v.resize(n, 0.0);
+            }
+        }
         for (bi, &len) in ws.lengths.iter().enumerate() {
             let d_feat = &ws.d_feat[bi * f..(bi + 1) * f];
             let d_out = &mut ws.d_out;
             self.readout_pieces(b, bi, len, |fo, oo, n, w| {
                 crate::linalg::axpy(&mut d_out[oo..oo + n], w, &d_feat[fo..fo + n]);
             });
+            let d_c = &mut ws.d_final.c;
+            self.cell_readout_pieces(b, bi, |fo, so, n| {
+                d_c[so..so + n].copy_from_slice(&d_feat[fo..fo + n]);
+            });
         }
         self.rnn.backward(
             params,
             &mut ws.rnn,
             &ws.d_out,
-            None,
+            cell_readout.then_some(&ws.d_final),
             &mut ws.grads,
             None,
             None,
@@ -656,7 +703,12 @@ impl SeqClassifier {
                 }
             }
         }
-        // The network's output is the last layer's h at the last step.
+        // The network's output is the last layer's h (or c) at the last step.
+        let top = if self.cfg.readout == Readout::Cell {
+            &cst
+        } else {
+            &h
+        };
         let mut feat = Vec::with_capacity(seqs.len() * hs);
         for (s, &n) in seqs.iter().zip(&terminal) {
             if mean {
@@ -666,7 +718,7 @@ impl SeqClassifier {
                         .map(|&x| x / s.len() as f32),
                 );
             } else {
-                feat.extend_from_slice(&h[n * per_node + (l - 1) * hs..(n + 1) * per_node]);
+                feat.extend_from_slice(&top[n * per_node + (l - 1) * hs..(n + 1) * per_node]);
             }
         }
         let mut logits = vec![0.0; seqs.len() * c];

@@ -199,14 +199,15 @@ fn ann_lstm_gradients() {
 #[test]
 fn classifier_gradients_both_readouts_and_losses() {
     use spiking_rnn::{ClassifierConfig, LossKind, Readout, SeqClassifier};
-    for (readout, kind, bidirectional) in [
-        (Readout::Last, LossKind::Mse, false),
+    for (readout, kind, bidirectional, layers) in [
+        (Readout::Last, LossKind::Mse, false, 1),
         (
             Readout::Mean,
             LossKind::CrossEntropy {
                 class_weights: Some(vec![1.0, 2.0, 0.5]),
             },
             false,
+            1,
         ),
         (
             Readout::Final,
@@ -214,10 +215,23 @@ fn classifier_gradients_both_readouts_and_losses() {
                 class_weights: None,
             },
             true,
+            1,
         ),
+        // The cell state of the top layer, both directions: its gradient enters the backward
+        // as the final-state gradient of the right layer and direction.
+        (
+            Readout::Cell,
+            LossKind::CrossEntropy {
+                class_weights: Some(vec![1.0, 2.0, 0.5]),
+            },
+            true,
+            2,
+        ),
+        (Readout::Cell, LossKind::Mse, false, 1),
     ] {
         let mut rnn = RnnConfig::new(CellKind::Lstm, 5, 4);
         rnn.bidirectional = bidirectional;
+        rnn.num_layers = layers;
         rnn.surrogate1 = Surrogate::new(SurrogateKind::Sigmoid)
             .with_alpha(1.0)
             .with_spiking(false);

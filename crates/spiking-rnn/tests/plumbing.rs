@@ -455,6 +455,8 @@ fn prefix_shared_prediction_equals_plain() {
         (CellKind::AnnLstm, Readout::Last),
         (CellKind::Lstm, Readout::Mean),
         (CellKind::Gru, Readout::Mean),
+        (CellKind::Lstm, Readout::Cell),
+        (CellKind::AnnLstm, Readout::Cell),
     ] {
         let mut rnn = RnnConfig::new(cell, 5, 8);
         rnn.num_layers = 2;
@@ -537,6 +539,86 @@ fn final_readout_reads_each_direction_at_its_end() {
         ws.probs().to_vec()
     };
     assert_eq!(probs(Readout::Final), probs(Readout::Last));
+}
+
+/// `Readout::Cell` reads the top layer's cell state where `Final` reads the output: each
+/// sequence's own last letter in a batch of different lengths, and the reverse direction after
+/// the whole name. Checked against each sequence run alone through the network (no lengths, no
+/// batch), and only LSTM cells are accepted.
+#[test]
+fn cell_readout_reads_the_top_layer_cell_state_at_each_end() {
+    use spiking_rnn::{ClassifierConfig, Readout, SeqClassifier};
+    let hs = 4;
+    let f = 2 * hs;
+    for cell in [CellKind::AnnLstm, CellKind::Lstm] {
+        let mut rnn = RnnConfig::new(cell, 5, hs);
+        rnn.bidirectional = true;
+        rnn.num_layers = 2;
+        rnn.clamp_cell = false;
+        let mut cfg = ClassifierConfig::new(rnn, f);
+        cfg.readout = Readout::Cell;
+        let model = SeqClassifier::new(cfg).unwrap();
+        let mut params = model.init_params(2);
+        // Larger weights, so that the spiking cell fires and its cell states differ by unit.
+        params.iter_mut().for_each(|p| *p *= 4.0);
+        // An identity head: the logits are the features.
+        let w = model.layout.get("fc.weight").unwrap().range();
+        params[w.clone()].fill(0.0);
+        for j in 0..f {
+            params[w.start + j * f + j] = 1.0;
+        }
+        params[model.layout.get("fc.bias").unwrap().range()].fill(0.0);
+        if cell == CellKind::Lstm {
+            // Top layer: i and g always fire, o never: c ≥ 1 and h = c·o = 0, so a readout of
+            // the output cannot pass for one of the cell state.
+            for name in [
+                "lstm.cells.1.linear_ih.bias",
+                "lstm.cells_reverse.1.linear_ih.bias",
+            ] {
+                let b = model.layout.get(name).unwrap().range();
+                let gates = &mut params[b];
+                gates[..hs].fill(100.0);
+                gates[2 * hs..3 * hs].fill(100.0);
+                gates[3 * hs..].fill(-100.0);
+            }
+        }
+        let seqs: [&[u32]; 3] = [&[1, 2, 3, 0], &[4], &[0, 3]];
+        let mut ws = model.inference_workspace();
+        model.forward(&params, &seqs, &mut ws, false).unwrap();
+        let mut distinct = 0;
+        for (bi, s) in seqs.iter().enumerate() {
+            let mut alone = RnnCache::default();
+            let batch = Batch {
+                input: Input::Tokens(s),
+                t: s.len(),
+                b: 1,
+                lengths: None,
+            };
+            model
+                .rnn
+                .forward(&params, batch, None, None, &mut alone)
+                .unwrap();
+            // States [D·L, 1, H], direction-major: the top layer is rows 1 (forward) and 3.
+            let c = &alone.final_states.c;
+            let logits = &ws.logits()[bi * f..(bi + 1) * f];
+            assert_eq!(
+                &logits[..hs],
+                &c[hs..2 * hs],
+                "{cell:?} forward half of {bi}"
+            );
+            assert_eq!(&logits[hs..], &c[3 * hs..], "{cell:?} reverse half of {bi}");
+            if logits[..hs] != alone.final_states.h[hs..2 * hs] {
+                distinct += 1;
+            }
+        }
+        // The cell state is not the output the other readouts read.
+        assert_eq!(distinct, seqs.len(), "{cell:?}: c equals h");
+    }
+    for cell in [CellKind::Gru, CellKind::Rnn] {
+        let mut cfg = ClassifierConfig::new(RnnConfig::new(cell, 5, hs), 3);
+        cfg.readout = Readout::Cell;
+        assert!(SeqClassifier::new(cfg).is_err(), "{cell:?}");
+    }
 }
 
 /// A cache reused from a larger batch gives exactly what a fresh cache gives: the backward pass

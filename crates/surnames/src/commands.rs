@@ -201,8 +201,9 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub clip: Option<f32>,
     /// What the classifier reads: `last` (output at the last letter, the tutorial's), `mean`
-    /// (mean output over the letters) or `final` (with --bidirectional: the reverse direction's
-    /// output at the first letter, after reading the whole name).
+    /// (mean output over the letters), `final` (with --bidirectional: the reverse direction's
+    /// output at the first letter, after reading the whole name) or `cell` (LSTM cells: the
+    /// cell state where `final` reads the output; the `fast` preset's default).
     #[arg(long)]
     pub readout: Option<String>,
     /// Dropout between stacked layers.
@@ -240,7 +241,7 @@ pub fn build_run_config(
     match a.preset.as_deref().unwrap_or("tutorial") {
         "tutorial" => {}
         // The best recipe found for the spiking LSTM (README, "Fast training"): the 2020 cell,
-        // batches of 32 names, cross-entropy with square-root inverse-frequency class weights,
+        // read through its final cell state (LSTM cells; set below), batches of 32 names, cross-entropy with square-root inverse-frequency class weights,
         // shuffled epochs, Adam 3e-3 with warm-up and cosine decay, gradient clipping, 4 epochs
         // (12 on the dedup split, set below).
         "fast" => {
@@ -278,6 +279,8 @@ pub fn build_run_config(
     }
     if let Some(v) = &a.readout {
         model.readout = v.clone();
+    } else if tc.preset == "fast" && has_cell_state(&model.cell) {
+        model.readout = "cell".into();
     }
     if let Some(v) = &a.split {
         split.kind = v.clone();
@@ -351,6 +354,14 @@ pub fn build_run_config(
     }
     if model.readout == "final" && !model.bidirectional {
         bail!("--readout final needs --bidirectional (with one direction it is --readout last)");
+    }
+    if model.readout == "cell"
+        && spiking_rnn::CellKind::parse(&model.cell).is_some_and(|k| k.states() != 2)
+    {
+        bail!(
+            "--readout cell reads the LSTM cell state; the {} cell has none",
+            model.cell
+        );
     }
     if tc.class_weights != "none" && tc.loss != "ce" && a.class_weights.is_none() {
         bail!(
@@ -1120,6 +1131,31 @@ pub struct ImportArgs {
     pub categories: Option<Vec<String>>,
 }
 
+/// What the Python `Net.forward` must hand to `fc` for a model whose readout is not the
+/// tutorial's `output[-1]` (`output, (h_n, c_n)` as SpikingJelly returns them; the final states
+/// are ordered forward layers first, then reverse layers).
+fn python_readout(model: &ModelSpec) -> Option<String> {
+    let (l, h) = (model.num_layers, model.hidden_size);
+    match (model.readout.as_str(), model.bidirectional) {
+        ("mean", _) => Some("output.mean(0) (one name per call, no padding)".into()),
+        ("final", true) => Some(format!(
+            "torch.cat([output[-1, :, :{h}], output[0, :, {h}:]], -1)"
+        )),
+        ("cell", false) => Some(format!("c_n[{}]", l - 1)),
+        ("cell", true) => Some(format!(
+            "torch.cat([c_n[{}], c_n[{}]], -1)",
+            l - 1,
+            2 * l - 1
+        )),
+        _ => None,
+    }
+}
+
+/// LSTM cells have a cell state for `--readout cell` to read.
+fn has_cell_state(cell: &str) -> bool {
+    spiking_rnn::CellKind::parse(cell).is_some_and(|k| k.states() == 2)
+}
+
 pub fn import(a: ImportArgs) -> Result<()> {
     let bytes = std::fs::read(&a.state_dict)
         .with_context(|| format!("cannot read {}", a.state_dict.display()))?;
@@ -1197,6 +1233,11 @@ pub fn export(a: ExportArgs) -> Result<()> {
         m.model.layout.specs.len(),
         m.config.categories.join(",")
     );
+    if let Some(expr) = python_readout(&m.config.model) {
+        println!(
+            "note: this model reads {expr}; the tutorial's Net reads output[-1], so change its forward to match (output, (h_n, c_n) = self.lstm(x))",
+        );
+    }
     Ok(())
 }
 
@@ -1402,5 +1443,50 @@ mod tests {
             a.epochs = Some(2.0);
         });
         assert_eq!(short.training.as_ref().unwrap().steps, 2 * 100);
+    }
+
+    #[test]
+    fn the_fast_preset_reads_the_cell_state_of_lstm_cells_only() {
+        let readout = |preset: &str, cell: &str, readout: Option<&str>| {
+            config(preset, |a| {
+                a.cell = Some(cell.into());
+                a.readout = readout.map(String::from);
+            })
+            .model
+            .readout
+        };
+        assert_eq!(readout("fast", "lstm", None), "cell");
+        assert_eq!(readout("fast", "ann-lstm", None), "cell");
+        assert_eq!(readout("fast", "gru", None), "last");
+        assert_eq!(readout("fast", "rnn", None), "last");
+        assert_eq!(readout("fast", "lstm", Some("last")), "last");
+        assert_eq!(readout("tutorial", "lstm", None), "last");
+        assert_eq!(readout("tutorial", "lstm", Some("cell")), "cell");
+        let gru = TrainArgs {
+            cell: Some("gru".into()),
+            readout: Some("cell".into()),
+            ..Default::default()
+        };
+        let err = build_run_config(&gru, vec!["a".into(), "b".into()], 10).unwrap_err();
+        assert!(err.to_string().contains("cell state"), "{err}");
+    }
+
+    #[test]
+    fn export_names_what_the_python_forward_must_read() {
+        let mut m = ModelSpec::tutorial(18);
+        assert_eq!(python_readout(&m), None);
+        m.num_layers = 2;
+        m.readout = "cell".into();
+        assert_eq!(python_readout(&m).unwrap(), "c_n[1]");
+        m.bidirectional = true;
+        assert_eq!(
+            python_readout(&m).unwrap(),
+            "torch.cat([c_n[1], c_n[3]], -1)"
+        );
+        m.readout = "final".into();
+        assert_eq!(
+            python_readout(&m).unwrap(),
+            "torch.cat([output[-1, :, :256], output[0, :, 256:]], -1)"
+        );
     }
 }

@@ -120,7 +120,8 @@ impl ModelSpec {
             "last" => Readout::Last,
             "mean" => Readout::Mean,
             "final" => Readout::Final,
-            other => bail!("unknown readout '{other}' (expected last, mean or final)"),
+            "cell" => Readout::Cell,
+            other => bail!("unknown readout '{other}' (expected last, mean, final or cell)"),
         };
         Ok(ClassifierConfig {
             rnn,
