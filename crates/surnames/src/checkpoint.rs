@@ -13,6 +13,9 @@ use std::path::Path;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 
+/// Named tensors in file order: (name, PyTorch shape, row-major values).
+pub type TensorList = Vec<(String, Vec<usize>, Vec<f32>)>;
+
 /// Named tensors: name → (PyTorch shape, row-major values).
 pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 pub const CONFIG_FILE: &str = "config.json";
@@ -83,20 +86,23 @@ pub fn bytes_to_tensors(bytes: &[u8], what: &str) -> Result<Tensors> {
     Ok(out)
 }
 
-/// The model's tensors with SpikingJelly names, PyTorch shapes and layouts.
-pub fn state_dict(model: &SeqClassifier, params: &[f32]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    model
-        .layout
-        .specs
-        .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                s.shape.clone(),
-                model.layout.export(params, s),
-            )
-        })
-        .collect()
+/// The model's tensors with SpikingJelly names, PyTorch shapes and layouts. The networks of an
+/// ensemble are numbered as in a `torch.nn.ModuleList` of them: `0.lstm.cells.0.…`, `1.…`.
+pub fn state_dict(model: &SeqClassifier, params: &[f32]) -> Result<TensorList> {
+    let members = crate::evaluate::members(model, params)?;
+    let many = members.len() > 1;
+    let mut out = Vec::new();
+    for (k, p) in members.enumerate() {
+        for s in &model.layout.specs {
+            let name = if many {
+                format!("{k}.{}", s.name)
+            } else {
+                s.name.clone()
+            };
+            out.push((name, s.shape.clone(), model.layout.export(p, s)));
+        }
+    }
+    Ok(out)
 }
 
 /// Writes `model.safetensors` (with the metadata of [`export_bytes`], so that the file alone
@@ -143,13 +149,14 @@ pub fn load_run(dir: &Path) -> Result<LoadedModel> {
     let path = dir.join(MODEL_FILE);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let tensors = bytes_to_tensors(&bytes, &path.display().to_string())?;
-    let params = params_from_tensors(&model, &tensors, &[]).with_context(|| {
-        format!(
-            "{} does not match {} (config and weights disagree)",
-            path.display(),
-            dir.join(CONFIG_FILE).display()
-        )
-    })?;
+    let params =
+        params_from_tensors(&model, config.model.members, &tensors, &[]).with_context(|| {
+            format!(
+                "{} does not match {} (config and weights disagree)",
+                path.display(),
+                dir.join(CONFIG_FILE).display()
+            )
+        })?;
     Ok(LoadedModel {
         config,
         model,
@@ -157,29 +164,61 @@ pub fn load_run(dir: &Path) -> Result<LoadedModel> {
     })
 }
 
-/// Fills a parameter buffer from named tensors. Keys matching `ignore` suffixes are skipped;
-/// any other unknown key, a missing key, a wrong shape or a non-finite value is an error.
+/// Fills a parameter buffer from named tensors (for an ensemble, each network's under its
+/// number, see [`state_dict`]). Keys matching `ignore` suffixes are skipped; any other unknown
+/// key, a missing key, a wrong shape or a non-finite value is an error.
 pub fn params_from_tensors(
     model: &SeqClassifier,
+    members: usize,
     tensors: &Tensors,
     ignore: &[&str],
 ) -> Result<Vec<f32>> {
+    // The name of a key within its network, and the network's number.
+    let member_of = |k: &str| -> Option<(usize, String)> {
+        if members == 1 {
+            return Some((0, k.to_string()));
+        }
+        let (n, rest) = k.split_once('.')?;
+        let n: usize = n.parse().ok().filter(|&n| n < members)?;
+        // (`01.` would alias `1.`.)
+        (n.to_string().len() == k.len() - rest.len() - 1).then(|| (n, rest.to_string()))
+    };
+    let known = |k: &str| member_of(k).is_some_and(|(_, name)| model.layout.get(&name).is_some());
     let extra: Vec<&str> = tensors
         .keys()
-        .filter(|k| model.layout.get(k).is_none() && !ignore.iter().any(|s| k.ends_with(s)))
+        .filter(|k| !known(k) && !ignore.iter().any(|s| k.ends_with(s)))
         .map(|k| k.as_str())
         .collect();
     if !extra.is_empty() {
         bail!("unexpected tensors: {}", extra.join(", "));
     }
-    let mut params = vec![0.0; model.num_params()];
-    model.layout.import_all(
-        &mut params,
-        tensors
+    let n = model.num_params();
+    let mut params = vec![0.0; n * members];
+    for (k, p) in params.chunks_exact_mut(n).enumerate() {
+        let mine: Vec<(String, &Vec<usize>, &Vec<f32>)> = tensors
             .iter()
-            .filter(|(k, _)| model.layout.get(k).is_some())
-            .map(|(k, (s, d))| (k.as_str(), s.as_slice(), d.as_slice())),
-    )?;
+            .filter_map(|(key, (s, d))| match member_of(key) {
+                Some((m, name)) if m == k && model.layout.get(&name).is_some() => {
+                    Some((name, s, d))
+                }
+                _ => None,
+            })
+            .collect();
+        model
+            .layout
+            .import_all(
+                p,
+                mine.iter()
+                    .map(|(name, s, d)| (name.as_str(), s.as_slice(), d.as_slice())),
+            )
+            .map_err(|e| {
+                if members > 1 {
+                    anyhow!("network {k}: {e}")
+                } else {
+                    e.into()
+                }
+            })?;
+    }
     Ok(params)
 }
 
@@ -203,7 +242,7 @@ pub fn export_bytes(config: &RunConfig, model: &SeqClassifier, params: &[f32]) -
         categories: config.categories.clone(),
     };
     let metadata = [(EXPORT_META.to_string(), serde_json::to_string(&meta)?)].into();
-    tensors_to_bytes_with_metadata(&state_dict(model, params), Some(metadata))
+    tensors_to_bytes_with_metadata(&state_dict(model, params)?, Some(metadata))
 }
 
 /// Turns a `state_dict` into a model: one exported by this tool (its metadata gives the model
@@ -275,15 +314,19 @@ pub fn import_state_dict(
     // Output k of the file is categories[k]; store them alphabetically.
     let mut order: Vec<usize> = (0..categories.len()).collect();
     order.sort_by(|&x, &y| categories[x].cmp(&categories[y]));
-    for key in ["fc.weight", "fc.bias"] {
-        if let Some((shape, data)) = tensors.get_mut(key) {
-            if shape.first() == Some(&order.len()) {
-                let row = data.len() / order.len();
-                *data = order
-                    .iter()
-                    .flat_map(|&k| data[k * row..(k + 1) * row].to_vec())
-                    .collect();
-            }
+    // (An ensemble has one head per network: `0.fc.weight`, ….)
+    let head = |k: &str| {
+        ["fc.weight", "fc.bias"]
+            .iter()
+            .any(|h| k == *h || k.ends_with(&format!(".{h}")))
+    };
+    for (key, (shape, data)) in tensors.iter_mut() {
+        if head(key) && shape.first() == Some(&order.len()) {
+            let row = data.len() / order.len();
+            *data = order
+                .iter()
+                .flat_map(|&k| data[k * row..(k + 1) * row].to_vec())
+                .collect();
         }
     }
     let sorted: Vec<String> = order.iter().map(|&k| categories[k].clone()).collect();
@@ -297,8 +340,8 @@ pub fn import_state_dict(
     config.validate()?;
     let model = config.model.build()?;
     // 2020-era SpikingJelly stored surrogate α as buffers: `…surrogate_function1.alpha`.
-    let params =
-        params_from_tensors(&model, &tensors, &[".alpha"]).with_context(|| what.to_string())?;
+    let params = params_from_tensors(&model, config.model.members, &tensors, &[".alpha"])
+        .with_context(|| what.to_string())?;
     Ok(LoadedModel {
         config,
         model,

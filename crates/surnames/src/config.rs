@@ -25,18 +25,25 @@ pub struct ModelSpec {
     /// `mean` (the mean output over the letters: spike rates).
     #[serde(default = "default_readout")]
     pub readout: String,
+    /// Networks of this shape trained side by side from different initial weights; the model's
+    /// output is the mean of their softmax outputs (1 = one network).
+    #[serde(default = "one")]
+    pub members: usize,
 }
 
 /// Largest hidden size, input size, class count or sequence dimension accepted from a user.
 pub const MAX_DIM: usize = 1 << 16;
 /// Most stacked layers accepted from a user.
 pub const MAX_LAYERS: usize = 64;
+/// Most networks in an ensemble.
+pub const MAX_MEMBERS: usize = 64;
 /// Most parameters accepted from a user: 1 GiB of weights, 4 GiB with gradients and Adam's
 /// moments. Beyond it a typo (`--hidden 1000000`) would abort on allocation instead of failing.
 pub const MAX_PARAMS: u128 = 1 << 28;
 
 /// Rejects a model whose parameters would not fit in [`MAX_PARAMS`] (counted without overflow,
-/// before anything is allocated). `classes` = 0 counts the recurrent layers only.
+/// before anything is allocated), and returns their number. `classes` = 0 counts the recurrent
+/// layers only.
 pub fn check_model_size(
     cell: CellKind,
     input: usize,
@@ -44,7 +51,7 @@ pub fn check_model_size(
     layers: usize,
     bidirectional: bool,
     classes: usize,
-) -> Result<()> {
+) -> Result<u128> {
     let gates: u128 = match cell {
         CellKind::Lstm | CellKind::AnnLstm => 4,
         CellKind::Gru => 3,
@@ -60,11 +67,15 @@ pub fn check_model_size(
     if total > MAX_PARAMS {
         bail!("the model would have {total} parameters; at most {MAX_PARAMS} are supported");
     }
-    Ok(())
+    Ok(total)
 }
 
 fn default_readout() -> String {
     "last".into()
+}
+
+fn one() -> usize {
+    1
 }
 
 impl ModelSpec {
@@ -82,6 +93,7 @@ impl ModelSpec {
             clamp_cell: true,
             num_classes,
             readout: default_readout(),
+            members: 1,
         }
     }
 
@@ -101,7 +113,14 @@ impl ModelSpec {
                 bail!("{what} {n} is too large (at most {max})");
             }
         }
-        check_model_size(
+        if !(1..=MAX_MEMBERS).contains(&self.members) {
+            bail!(
+                "an ensemble has 1 to {MAX_MEMBERS} networks, not {}",
+                self.members
+            );
+        }
+        // Each member is checked alone, then all of them together.
+        let per_member = check_model_size(
             cell,
             self.input_size,
             self.hidden_size,
@@ -109,6 +128,13 @@ impl ModelSpec {
             self.bidirectional,
             self.num_classes,
         )?;
+        let total = per_member * self.members as u128;
+        if total > MAX_PARAMS {
+            bail!(
+                "{} networks would have {total} parameters; at most {MAX_PARAMS} are supported",
+                self.members
+            );
+        }
         let mut rnn = RnnConfig::new(cell, self.input_size, self.hidden_size);
         rnn.num_layers = self.num_layers;
         rnn.bidirectional = self.bidirectional;
@@ -168,7 +194,8 @@ pub struct TrainConfig {
     pub lr: f32,
     /// `mse` (the tutorial's: softmax vs one-hot) or `ce` (cross-entropy).
     pub loss: String,
-    /// Cross-entropy class weights: `none`, `inverse` (n / (C·n_c)) or `sqrt` (its square root).
+    /// Cross-entropy class weights: `none`, `inverse` (n / (C·n_c)), `sqrt` (its square root) or
+    /// a power of it between 0 and 4 (`0.35`).
     pub class_weights: String,
     /// `class-uniform` (tutorial), `natural` (names uniformly), `shuffled` (epochs) or `mixed`
     /// (each name class-uniform or natural with probability ½: balances rare languages without
@@ -205,12 +232,7 @@ impl TrainConfig {
         if !["mse", "ce"].contains(&self.loss.as_str()) {
             bail!("unknown loss '{}' (expected mse or ce)", self.loss);
         }
-        if !["none", "inverse", "sqrt"].contains(&self.class_weights.as_str()) {
-            bail!(
-                "unknown class weights '{}' (expected none, inverse or sqrt)",
-                self.class_weights
-            );
-        }
+        self.class_weight_power()?;
         if self.class_weights != "none" && self.loss != "ce" {
             bail!("class weights need the cross-entropy loss (--loss ce)");
         }
@@ -231,6 +253,22 @@ impl TrainConfig {
             bail!("weight decay and gradient clipping must be ≥ 0");
         }
         Ok(())
+    }
+
+    /// The power of the inverse class frequency that weights the cross-entropy (`None`: no
+    /// weights).
+    pub fn class_weight_power(&self) -> Result<Option<f32>> {
+        Ok(match self.class_weights.as_str() {
+            "none" => None,
+            "sqrt" => Some(0.5),
+            "inverse" => Some(1.0),
+            other => match other.parse::<f32>() {
+                Ok(p) if (0.0..=4.0).contains(&p) => Some(p),
+                _ => bail!(
+                    "unknown class weights '{other}' (expected none, inverse, sqrt or a power between 0 and 4)"
+                ),
+            },
+        })
     }
 
     /// The tutorial's protocol: one name per step, class-uniform sampling, MSE, Adam 1e-4,
@@ -337,5 +375,46 @@ impl RunConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_weights_are_a_power_of_the_inverse_frequency() {
+        let power = |w: &str| {
+            let mut t = TrainConfig::tutorial();
+            t.loss = "ce".into();
+            t.threads = 1;
+            t.class_weights = w.into();
+            t.validate().map(|_| t.class_weight_power().unwrap())
+        };
+        assert_eq!(power("none").unwrap(), None);
+        assert_eq!(power("sqrt").unwrap(), Some(0.5));
+        assert_eq!(power("inverse").unwrap(), Some(1.0));
+        assert_eq!(power("0.35").unwrap(), Some(0.35));
+        assert_eq!(power("0").unwrap(), Some(0.0));
+        for bad in ["4.5", "-1", "NaN", "inf", "half", ""] {
+            let err = power(bad).unwrap_err().to_string();
+            assert!(err.contains("power between 0 and 4"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_ensemble_has_1_to_64_networks_within_the_parameter_limit() {
+        let mut m = ModelSpec::tutorial(18);
+        for (n, ok) in [(0, false), (1, true), (5, true), (64, true), (65, false)] {
+            m.members = n;
+            assert_eq!(m.build().is_ok(), ok, "{n} networks");
+        }
+        // 4,096 hidden units: 68 M parameters per network, so 3 fit in 2^28 and 4 do not.
+        m.hidden_size = 4096;
+        m.members = 3;
+        assert!(m.classifier_config().is_ok());
+        m.members = 4;
+        let err = m.classifier_config().unwrap_err().to_string();
+        assert!(err.contains("4 networks"), "{err}");
     }
 }

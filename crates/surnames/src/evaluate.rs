@@ -1,21 +1,74 @@
 //! Batched, parallel inference and the metrics reported by `eval` and during training.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use spiking_rnn::classifier::FiringStats;
 use spiking_rnn::loss::argmax;
 use spiking_rnn::SeqClassifier;
+use std::slice::ChunksExact;
 
 /// Most names per forward pass when evaluating (fewer for long names, [`EVAL_LETTERS`]).
 const EVAL_BATCH: usize = 128;
 /// Most letter steps in one evaluation batch (names × longest name): 128 names of 32 letters.
 const EVAL_LETTERS: usize = 4096;
 
-/// Softmax outputs `[N, C]` in input order. Sequences are sorted by length into batches (little
-/// padding) that run in parallel on the current rayon pool. With `firing`, spike rates of every
-/// gate are accumulated too.
+/// The parameters of each network of an ensemble: `params` holds `members × model.num_params()`
+/// values, one network after the other (one network is an ensemble of one).
+pub fn members<'a>(model: &SeqClassifier, params: &'a [f32]) -> Result<ChunksExact<'a, f32>> {
+    let n = model.num_params();
+    if params.is_empty() || !params.len().is_multiple_of(n) {
+        bail!(
+            "{} parameters are not a whole number of networks of {n}",
+            params.len()
+        );
+    }
+    Ok(params.chunks_exact(n))
+}
+
+/// The mean of the members' softmax outputs, each computed by `one`; summed in member order,
+/// so the result does not depend on threads.
+fn average_members(
+    model: &SeqClassifier,
+    params: &[f32],
+    mut one: impl FnMut(&[f32]) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    let mut sum: Option<Vec<f32>> = None;
+    let mut count = 0;
+    for p in members(model, params)? {
+        let probs = one(p)?;
+        count += 1;
+        match &mut sum {
+            None => sum = Some(probs),
+            Some(s) => s.iter_mut().zip(&probs).for_each(|(s, p)| *s += p),
+        }
+    }
+    let mut mean = sum.unwrap_or_default();
+    if count > 1 {
+        let inv = 1.0 / count as f32;
+        mean.iter_mut().for_each(|p| *p *= inv);
+    }
+    Ok(mean)
+}
+
+/// Softmax outputs `[N, C]` in input order (of an ensemble: the mean of its members'). Sequences
+/// are sorted by length into batches (little padding) that run in parallel on the current rayon
+/// pool. With `firing`, spike rates of every gate are accumulated too (over all members).
 pub fn predict(
+    model: &SeqClassifier,
+    params: &[f32],
+    seqs: &[Vec<u32>],
+    mut firing: Option<&mut FiringStats>,
+) -> Result<Vec<f32>> {
+    let probs = average_members(model, params, |p| {
+        predict_one(model, p, seqs, firing.as_deref_mut())
+    })?;
+    check_finite_outputs(&probs)?;
+    Ok(probs)
+}
+
+/// [`predict`] for one network; adds its firing to `firing`.
+fn predict_one(
     model: &SeqClassifier,
     params: &[f32],
     seqs: &[Vec<u32>],
@@ -55,15 +108,15 @@ pub fn predict(
         )
         .collect();
     let mut probs = vec![0.0; seqs.len() * c];
-    let mut total = FiringStats::default();
+    let mut total = firing;
     for (chunk, part) in chunks.iter().zip(parts) {
         let (p, stats) = part?;
         for (k, &i) in chunk.iter().enumerate() {
             probs[i * c..(i + 1) * c].copy_from_slice(&p[k * c..(k + 1) * c]);
         }
-        if let Some(s) = stats {
+        if let (Some(total), Some(s)) = (total.as_deref_mut(), stats) {
             if total.names.is_empty() {
-                total = s;
+                *total = s;
             } else {
                 for (t, (a, b)) in total
                     .sums
@@ -77,10 +130,6 @@ pub fn predict(
             }
         }
     }
-    if let Some(f) = firing {
-        *f = total;
-    }
-    check_finite_outputs(&probs)?;
     Ok(probs)
 }
 
@@ -94,8 +143,9 @@ fn check_finite_outputs(probs: &[f32]) -> Result<()> {
     Ok(())
 }
 
-/// Softmax outputs `[N, C]`, computing every distinct prefix once (see
-/// [`SeqClassifier::predict_prefix_shared`]); used for the frequent evaluations during training.
+/// Softmax outputs `[N, C]` (of an ensemble: the mean of its members'), computing every distinct
+/// prefix once (see [`SeqClassifier::predict_prefix_shared`]); used for the frequent evaluations
+/// during training.
 pub fn predict_shared(
     model: &SeqClassifier,
     params: &[f32],
@@ -104,7 +154,11 @@ pub fn predict_shared(
     let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
     // (No finiteness check: during training a diverging model is caught by its loss, and a
     // test evaluation must not end the run before it saves.)
-    Ok(model.predict_prefix_shared(params, &refs)?)
+    average_members(
+        model,
+        params,
+        |p| Ok(model.predict_prefix_shared(p, &refs)?),
+    )
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -222,5 +276,42 @@ mod tests {
         for &n in &firing.counts {
             assert_eq!(n, letters * 8.0);
         }
+    }
+
+    /// An ensemble's output is the mean of its networks' outputs, in both inference paths;
+    /// its firing statistics count every network; a buffer that is not a whole number of
+    /// networks is refused.
+    #[test]
+    fn ensemble_outputs_are_the_mean_of_the_networks() {
+        let model = crate::bench::tutorial_model(8).unwrap();
+        let (a, b) = (model.init_params(1), model.init_params(2));
+        let both: Vec<f32> = a.iter().chain(&b).copied().collect();
+        let seqs: Vec<Vec<u32>> = vec![vec![3, 1, 4], vec![1, 5], vec![9, 2, 6, 5, 3]];
+        let (pa, pb) = (
+            predict(&model, &a, &seqs, None).unwrap(),
+            predict(&model, &b, &seqs, None).unwrap(),
+        );
+        let mut firing = FiringStats::default();
+        let mean = predict(&model, &both, &seqs, Some(&mut firing)).unwrap();
+        let shared = predict_shared(&model, &both, &seqs).unwrap();
+        for k in 0..pa.len() {
+            let want = (pa[k] + pb[k]) / 2.0;
+            assert!((mean[k] - want).abs() < 1e-6, "{k}: {} vs {want}", mean[k]);
+            assert!(
+                (shared[k] - want).abs() < 1e-6,
+                "{k}: {} vs {want}",
+                shared[k]
+            );
+        }
+        assert_ne!(pa, pb);
+        for &n in &firing.counts {
+            assert_eq!(n, 2.0 * 10.0 * 8.0, "two networks × 10 letters × 8 units");
+        }
+        let err = predict(&model, &both[1..], &seqs, None).unwrap_err();
+        assert!(
+            err.to_string().contains("whole number of networks"),
+            "{err}"
+        );
+        assert!(predict_shared(&model, &[], &seqs).is_err());
     }
 }

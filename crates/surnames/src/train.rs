@@ -96,14 +96,19 @@ impl TrainState {
     fn record(
         &mut self,
         elapsed_s: f64,
-        adam: &Adam,
+        adams: &[Adam],
         rng: &ChaCha8Rng,
-        workers: &[spiking_rnn::classifier::Workspace],
+        workers: &[Vec<spiking_rnn::classifier::Workspace>],
     ) {
         self.elapsed_s = elapsed_s;
-        self.adam_step = adam.step;
+        self.adam_step = adams.first().map_or(0, |a| a.step);
         self.sampler_rng = RngState::of(rng);
-        self.worker_rngs = workers.iter().map(|w| RngState::of(&w.rng)).collect();
+        // Network after network, each network's workers in order.
+        self.worker_rngs = workers
+            .iter()
+            .flatten()
+            .map(|w| RngState::of(&w.rng))
+            .collect();
     }
 
     /// Rejects a state that this run cannot have saved (a damaged or edited resume file), before
@@ -236,6 +241,12 @@ pub struct Outcome {
     pub elapsed_s: f64,
 }
 
+/// The seed of network `k` of an ensemble (network 0 is the run's own seed, so an ensemble's first
+/// network is the network a one-network run with the same seed trains).
+fn member_seed(seed: u64, k: u64) -> u64 {
+    seed.wrapping_add(k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
 fn lr_at(cfg: &crate::config::TrainConfig, step: u64) -> f32 {
     let base = cfg.lr;
     if step < cfg.warmup_steps {
@@ -318,14 +329,15 @@ fn write_resume(
     dir: &Path,
     st: &TrainState,
     params: &[f32],
-    adam: &Adam,
+    adams: &[Adam],
     best: Option<&[f32]>,
 ) -> Result<()> {
     let n = params.len();
+    let moments = |f: fn(&Adam) -> &Vec<f32>| adams.iter().flat_map(f).copied().collect();
     let mut tensors = vec![
         ("params".to_string(), vec![n], params.to_vec()),
-        ("adam.m".to_string(), vec![n], adam.m.clone()),
-        ("adam.v".to_string(), vec![n], adam.v.clone()),
+        ("adam.m".to_string(), vec![n], moments(|a| &a.m)),
+        ("adam.v".to_string(), vec![n], moments(|a| &a.v)),
     ];
     if let Some(b) = best {
         tensors.push(("best".to_string(), vec![n], b.to_vec()));
@@ -354,14 +366,14 @@ fn save_checkpoint(
     model: &SeqClassifier,
     st: &TrainState,
     params: &[f32],
-    adam: &Adam,
+    adams: &[Adam],
     best: Option<&[f32]>,
 ) -> Result<()> {
     let every = cfg.training.as_ref().map_or(1, |t| t.eval_every);
     // (save_run creates the directory if it is gone.)
     save_run(dir, cfg, model, best.unwrap_or(params))?;
     write_outputs(dir, cfg, data, &st.metrics, every)?;
-    write_resume(dir, st, params, adam, best).with_context(|| {
+    write_resume(dir, st, params, adams, best).with_context(|| {
         format!(
             "the model was saved to {}, but not the state to resume from",
             dir.join(crate::checkpoint::MODEL_FILE).display()
@@ -394,7 +406,7 @@ pub fn run(
     let kind = match tc.loss.as_str() {
         "mse" => LossKind::Mse,
         "ce" => LossKind::CrossEntropy {
-            class_weights: (tc.class_weights != "none").then(|| {
+            class_weights: tc.class_weight_power()?.map(|power| {
                 let n = data.train.len() as f32;
                 data.train
                     .per_class
@@ -405,10 +417,11 @@ pub fn run(
                         } else {
                             n / (classes as f32 * k as f32)
                         };
-                        if tc.class_weights == "sqrt" {
-                            inverse.sqrt()
-                        } else {
-                            inverse
+                        // (sqrt and 1 exactly, as runs of earlier versions computed them.)
+                        match power {
+                            0.5 => inverse.sqrt(),
+                            1.0 => inverse,
+                            p => inverse.powf(p),
                         }
                     })
                     .collect()
@@ -425,7 +438,11 @@ pub fn run(
         .filter(|&c| data.train.per_class[c] > 0)
         .collect();
 
-    let (mut params, mut adam, mut st, mut workers, saved_best) = if resume {
+    // An ensemble's networks train side by side on the same batches, each from its own initial
+    // weights with its own optimiser; `params` holds them one after the other.
+    let members = cfg.model.members;
+    let n_member = model.num_params();
+    let (mut params, mut adams, mut st, mut workers, saved_best) = if resume {
         let (state, t) = read_resume(dir)?;
         let path = dir.join(RESUME_FILE);
         state
@@ -435,7 +452,7 @@ pub fn run(
             let (_, v) = t
                 .get(k)
                 .with_context(|| format!("{} has no '{k}'", path.display()))?;
-            if v.len() != model.num_params() {
+            if v.len() != n_member * members {
                 bail!("{} does not match the model in config.json", path.display());
             }
             if v.iter().any(|x| !x.is_finite()) {
@@ -446,32 +463,52 @@ pub fn run(
             }
             Ok(v.clone())
         };
-        let mut adam = Adam::new(model.num_params(), tc.lr);
-        adam.m = take("adam.m")?;
-        adam.v = take("adam.v")?;
-        adam.step = state.adam_step;
-        let mut workers = Vec::new();
-        for (k, r) in state.worker_rngs.iter().enumerate() {
-            let mut ws = model.workspace(k as u64);
-            ws.rng = r.restore()?;
-            workers.push(ws);
-        }
-        if workers.len() != threads {
+        let (m, v) = (take("adam.m")?, take("adam.v")?);
+        let adams = m
+            .chunks_exact(n_member)
+            .zip(v.chunks_exact(n_member))
+            .map(|(m, v)| {
+                let mut adam = Adam::new(n_member, tc.lr);
+                adam.m = m.to_vec();
+                adam.v = v.to_vec();
+                adam.step = state.adam_step;
+                adam
+            })
+            .collect();
+        if state.worker_rngs.len() != threads * members {
             bail!(
                 "cannot resume with {threads} threads: the run used {} (results would differ)",
-                workers.len()
+                state.worker_rngs.len() / members
             );
+        }
+        let mut workers = Vec::new();
+        for rngs in state.worker_rngs.chunks_exact(threads) {
+            let mut group = Vec::new();
+            for (k, r) in rngs.iter().enumerate() {
+                let mut ws = model.workspace(k as u64);
+                ws.rng = r.restore()?;
+                group.push(ws);
+            }
+            workers.push(group);
         }
         let best = if t.contains_key("best") {
             Some(take("best")?)
         } else {
             None
         };
-        (take("params")?, adam, state, workers, best)
+        (take("params")?, adams, state, workers, best)
     } else {
-        let params = model.init_params(tc.seed);
-        let workers: Vec<_> = (0..threads)
-            .map(|k| model.workspace(tc.seed.wrapping_mul(1000).wrapping_add(k as u64 + 1)))
+        let seeds: Vec<u64> = (0..members as u64)
+            .map(|k| member_seed(tc.seed, k))
+            .collect();
+        let params: Vec<f32> = seeds.iter().flat_map(|&s| model.init_params(s)).collect();
+        let workers: Vec<Vec<_>> = seeds
+            .iter()
+            .map(|&s| {
+                (0..threads)
+                    .map(|k| model.workspace(s.wrapping_mul(1000).wrapping_add(k as u64 + 1)))
+                    .collect()
+            })
             .collect();
         let state = TrainState {
             step: 0,
@@ -492,14 +529,17 @@ pub fn run(
         };
         (
             params,
-            Adam::new(model.num_params(), tc.lr),
+            (0..members).map(|_| Adam::new(n_member, tc.lr)).collect(),
             state,
             workers,
             None,
         )
     };
+    let adams: &mut Vec<Adam> = &mut adams;
     if let Some(wd) = (tc.weight_decay > 0.0).then_some(tc.weight_decay) {
-        adam.weight_decay = Some(WeightDecay::L2(wd));
+        for adam in adams.iter_mut() {
+            adam.weight_decay = Some(WeightDecay::L2(wd));
+        }
     }
     if resume && st.finished {
         bail!(
@@ -569,8 +609,8 @@ pub fn run(
         say(line);
         metrics.push(row);
     };
-    let save = |st: &TrainState, params: &[f32], adam: &Adam, best: Option<&[f32]>| {
-        save_checkpoint(dir, cfg, data, &model, st, params, adam, best)
+    let save = |st: &TrainState, params: &[f32], adams: &[Adam], best: Option<&[f32]>| {
+        save_checkpoint(dir, cfg, data, &model, st, params, adams, best)
     };
     let started = Instant::now();
     let mut last_checkpoint = started;
@@ -611,20 +651,37 @@ pub fn run(
             seqs.push(&data.train.seqs[i]);
             labels.push(data.train.labels[i]);
         }
-        adam.lr = lr_at(&tc, st.step);
-        let (loss, correct) = model.batch_grad(&params, &seqs, &labels, &kind, &mut workers)?;
-        if !loss.is_finite() {
-            bail!(
-                "training diverged at step {} (loss is {loss}); try a smaller --lr",
-                st.step + 1
-            );
-        }
+        let lr = lr_at(&tc, st.step);
         let clip = (tc.clip_norm > 0.0).then_some(tc.clip_norm);
-        workers[0].apply_adam(&mut adam, &mut params, threads, clip)?;
+        // Each network learns from the batch on its own; the loss and accuracy shown are the
+        // mean of theirs.
+        let (mut loss, mut correct) = (0.0f64, 0u64);
+        for (k, (p, (ws, adam))) in params
+            .chunks_exact_mut(n_member)
+            .zip(workers.iter_mut().zip(adams.iter_mut()))
+            .enumerate()
+        {
+            let (l, c) = model.batch_grad(p, &seqs, &labels, &kind, ws)?;
+            if !l.is_finite() {
+                let which = if members > 1 {
+                    format!(" (network {k})")
+                } else {
+                    String::new()
+                };
+                bail!(
+                    "training diverged at step {}{which} (loss is {l}); try a smaller --lr",
+                    st.step + 1
+                );
+            }
+            adam.lr = lr;
+            ws[0].apply_adam(adam, p, threads, clip)?;
+            loss += l as f64;
+            correct += c as u64;
+        }
         st.step += 1;
-        st.window_loss += loss as f64;
-        st.window_correct += correct as u64;
-        st.window_count += tc.batch_size as u64;
+        st.window_loss += loss / members as f64;
+        st.window_correct += correct;
+        st.window_count += (tc.batch_size * members) as u64;
         pb.inc(1);
 
         if st.step % tc.eval_every == 0 || st.step == tc.steps {
@@ -644,7 +701,7 @@ pub fn run(
             waiting.push_back(MetricRow {
                 step: st.step,
                 epoch: st.step as f64 * tc.batch_size as f64 / data.train.len() as f64,
-                lr: adam.lr,
+                lr,
                 avg_loss: st.window_loss / batches as f64,
                 train_accuracy: st.window_correct as f64 / st.window_count.max(1) as f64,
                 test_accuracy: f64::NAN, // filled in when the test evaluation comes back
@@ -685,12 +742,12 @@ pub fn run(
                 }
                 st.record(
                     elapsed0 + started.elapsed().as_secs_f64(),
-                    &adam,
+                    adams,
                     &rng,
                     &workers,
                 );
                 // A failed save (a full disk, say) does not end the run: the final save reports.
-                if let Err(e) = save(&st, &params, &adam, best_params.as_deref()) {
+                if let Err(e) = save(&st, &params, adams, best_params.as_deref()) {
                     let e = format!("{e:#}").replace('\n', " ");
                     pb.suspend(|| {
                         crate::fsutil::eprint_line(&format!(
@@ -715,12 +772,12 @@ pub fn run(
     st.finished = !interrupted;
     st.record(
         elapsed0 + started.elapsed().as_secs_f64(),
-        &adam,
+        adams,
         &rng,
         &workers,
     );
     check_finite(&params, st.step)?;
-    save(&st, &params, &adam, best_params.as_deref()).map_err(|e| e.context(SaveFailed))?;
+    save(&st, &params, adams, best_params.as_deref()).map_err(|e| e.context(SaveFailed))?;
     Ok(Outcome {
         steps: st.step,
         interrupted,

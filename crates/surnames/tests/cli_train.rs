@@ -309,23 +309,32 @@ struct Interrupted {
     stderr: String,
 }
 
-/// Starts `train` (tutorial preset, hidden 16, eval every 100) for `episodes` steps into `runp`
-/// and sends `signal` (`INT`, `TERM`, ...) once it has printed its second "Epoch" line.
-fn train_and_interrupt(runp: &Path, episodes: u64, threads: &str, signal: &str) -> Interrupted {
+/// Starts `train` (tutorial preset, hidden 16, eval every 100, then `extra`) for `episodes`
+/// steps into `runp` and sends `signal` (`INT`, `TERM`, ...) once it has printed its second
+/// "Epoch" line.
+fn train_and_interrupt(
+    runp: &Path,
+    episodes: u64,
+    threads: &str,
+    signal: &str,
+    extra: &[&str],
+) -> Interrupted {
     let ep = episodes.to_string();
+    let mut args = train_args(&[
+        os("--out"),
+        runp.as_os_str(),
+        os("--episodes"),
+        os(&ep),
+        os("--eval-every"),
+        os("100"),
+        os("--hidden"),
+        os("16"),
+        os("--threads"),
+        os(threads),
+    ]);
+    args.extend(extra.iter().map(OsString::from));
     let mut child = surnames()
-        .args(train_args(&[
-            os("--out"),
-            runp.as_os_str(),
-            os("--episodes"),
-            os(&ep),
-            os("--eval-every"),
-            os("100"),
-            os("--hidden"),
-            os("16"),
-            os("--threads"),
-            os(threads),
-        ]))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -363,10 +372,10 @@ fn train_and_interrupt(runp: &Path, episodes: u64, threads: &str, signal: &str) 
 /// Interrupts a run with `signal` (retrying with 10× more steps while the run finishes before
 /// the signal lands) and checks exit code 130 and the --resume hint. Returns the step count
 /// used.
-fn interrupted_run(runp: &Path, threads: &str, signal: &str) -> (u64, Interrupted) {
+fn interrupted_run(runp: &Path, threads: &str, signal: &str, extra: &[&str]) -> (u64, Interrupted) {
     let mut episodes = 400;
     loop {
-        let r = train_and_interrupt(runp, episodes, threads, signal);
+        let r = train_and_interrupt(runp, episodes, threads, signal, extra);
         if r.status.success() && episodes < 400_000 {
             // Finished before SIGINT arrived: try again with a longer run.
             std::fs::remove_dir_all(runp).unwrap();
@@ -404,9 +413,20 @@ fn without_time(l: &str) -> String {
 /// elapsed_s), printed lines and final weights.
 #[test]
 fn interrupted_and_resumed_equals_uninterrupted() {
+    resumed_equals_uninterrupted(&[]);
+}
+
+/// The same for an ensemble, whose networks have each their own weights, optimiser state and
+/// random streams to save and restore.
+#[test]
+fn interrupted_and_resumed_ensemble_equals_uninterrupted() {
+    resumed_equals_uninterrupted(&["--members", "2"]);
+}
+
+fn resumed_equals_uninterrupted(extra: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
     let runp = tmp.path().join("interrupted");
-    let (episodes, first) = interrupted_run(&runp, "2", "INT");
+    let (episodes, first) = interrupted_run(&runp, "2", "INT", extra);
     let metrics_at_stop = read_csv(&runp.join("metrics.csv")).1.len();
     assert!(
         metrics_at_stop >= 2,
@@ -418,7 +438,7 @@ fn interrupted_and_resumed_equals_uninterrupted() {
 
     let reference = tmp.path().join("reference");
     let ep = episodes.to_string();
-    let ref_out = ok(&run(&train_args(&[
+    let mut ref_args = train_args(&[
         os("--out"),
         reference.as_os_str(),
         os("--episodes"),
@@ -429,7 +449,9 @@ fn interrupted_and_resumed_equals_uninterrupted() {
         os("16"),
         os("--threads"),
         os("2"),
-    ])));
+    ]);
+    ref_args.extend(extra.iter().map(OsString::from));
+    let ref_out = ok(&run(&ref_args));
 
     let m = metrics_without_elapsed(&runp);
     assert_eq!(m.len() as u64, 1 + episodes / 100);
@@ -456,7 +478,7 @@ fn interrupted_and_resumed_equals_uninterrupted() {
 fn sigterm_saves_and_resume_checks_the_data() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = tmp.path().join("terminated");
-    let (_, first) = interrupted_run(&runp, "1", "TERM");
+    let (_, first) = interrupted_run(&runp, "1", "TERM", &[]);
     assert!(runp.join("resume.safetensors").is_file());
     let data = data_dir();
     assert!(
@@ -678,7 +700,7 @@ fn edit_resume_state(
 fn corrupt_resume_state_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let runp = tmp.path().join("interrupted");
-    interrupted_run(&runp, "1", "INT");
+    interrupted_run(&runp, "1", "INT", &[]);
     let pristine = std::fs::read(runp.join("resume.safetensors")).unwrap();
     type Edit = fn(&mut serde_json::Value, &mut Vec<(String, Vec<usize>, Vec<f32>)>);
     let edits: [(Edit, &str); 4] = [
@@ -811,7 +833,7 @@ fn full_disk_keeps_previous_checkpoint() {
     }
     let _guard = Tmpfs(mnt.clone());
     let runp = mnt.join("run");
-    interrupted_run(&runp, "1", "INT");
+    interrupted_run(&runp, "1", "INT", &[]);
     let snapshot = |f: &str| std::fs::read(runp.join(f)).unwrap();
     let state_before = snapshot("resume.safetensors");
 
