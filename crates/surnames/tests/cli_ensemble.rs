@@ -3,7 +3,6 @@
 //! and its weights survive export / import and are checked network by network on loading.
 mod cli_common;
 use cli_common::*;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
@@ -30,20 +29,7 @@ fn probabilities(model: &Path) -> Vec<BTreeMap<String, f64>> {
     ok(&run(&args))
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: Value = json(l);
-            v["predictions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    (
-                        p["category"].as_str().unwrap().to_string(),
-                        p["probability"].as_f64().unwrap(),
-                    )
-                })
-                .collect()
-        })
+        .map(|l| predicted_probabilities(&json(l)))
         .collect()
 }
 

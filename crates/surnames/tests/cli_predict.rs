@@ -399,17 +399,7 @@ fn probabilities(model: &Path, name: &str) -> std::collections::HashMap<String, 
     let out = ok(&predict(model, &["--json", "--top", "18", name]));
     let v = json_lines(&out);
     assert_eq!(v.len(), 1, "{out}");
-    v[0]["predictions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["category"].as_str().unwrap().to_string(),
-                p["probability"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+    predicted_probabilities(&v[0])
 }
 
 /// Importing the real SpikingJelly tutorial net reproduces its softmax on 'Zou' (1e-5).

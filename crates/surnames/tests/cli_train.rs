@@ -309,20 +309,13 @@ struct Interrupted {
     stderr: String,
 }
 
-/// Starts `train` (tutorial preset, hidden 16, eval every 100, then `extra`) for `episodes`
-/// steps into `runp` and sends `signal` (`INT`, `TERM`, ...) once it has printed its second
-/// "Epoch" line.
-fn train_and_interrupt(
-    runp: &Path,
-    episodes: u64,
-    threads: &str,
-    signal: &str,
-    extra: &[&str],
-) -> Interrupted {
+/// `train` (tutorial preset, hidden 16, eval every 100, then `extra`) for `episodes` steps into
+/// `out`.
+fn small_run_args(out: &Path, episodes: u64, threads: &str, extra: &[&str]) -> Vec<OsString> {
     let ep = episodes.to_string();
     let mut args = train_args(&[
         os("--out"),
-        runp.as_os_str(),
+        out.as_os_str(),
         os("--episodes"),
         os(&ep),
         os("--eval-every"),
@@ -333,8 +326,21 @@ fn train_and_interrupt(
         os(threads),
     ]);
     args.extend(extra.iter().map(OsString::from));
+    args
+}
+
+/// Starts `train` (tutorial preset, hidden 16, eval every 100, then `extra`) for `episodes`
+/// steps into `runp` and sends `signal` (`INT`, `TERM`, ...) once it has printed its second
+/// "Epoch" line.
+fn train_and_interrupt(
+    runp: &Path,
+    episodes: u64,
+    threads: &str,
+    signal: &str,
+    extra: &[&str],
+) -> Interrupted {
     let mut child = surnames()
-        .args(args)
+        .args(small_run_args(runp, episodes, threads, extra))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -437,21 +443,7 @@ fn resumed_equals_uninterrupted(extra: &[&str]) {
     let resumed_out = ok(&resumed);
 
     let reference = tmp.path().join("reference");
-    let ep = episodes.to_string();
-    let mut ref_args = train_args(&[
-        os("--out"),
-        reference.as_os_str(),
-        os("--episodes"),
-        os(&ep),
-        os("--eval-every"),
-        os("100"),
-        os("--hidden"),
-        os("16"),
-        os("--threads"),
-        os("2"),
-    ]);
-    ref_args.extend(extra.iter().map(OsString::from));
-    let ref_out = ok(&run(&ref_args));
+    let ref_out = ok(&run(&small_run_args(&reference, episodes, "2", extra)));
 
     let m = metrics_without_elapsed(&runp);
     assert_eq!(m.len() as u64, 1 + episodes / 100);

@@ -301,3 +301,18 @@ pub fn metrics_without_elapsed(run: &Path) -> Vec<Vec<String>> {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// Language → probability of one `predict --json` object.
+pub fn predicted_probabilities<M: FromIterator<(String, f64)>>(v: &serde_json::Value) -> M {
+    v["predictions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no predictions: {v}"))
+        .iter()
+        .map(|p| {
+            (
+                p["category"].as_str().unwrap().to_string(),
+                p["probability"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
