@@ -173,44 +173,41 @@ pub fn params_from_tensors(
     tensors: &Tensors,
     ignore: &[&str],
 ) -> Result<Vec<f32>> {
-    // The name of a key within its network, and the network's number.
-    let member_of = |k: &str| -> Option<(usize, String)> {
-        if members == 1 {
-            return Some((0, k.to_string()));
+    // Each key goes to its network under its one-network name (`1.fc.bias` → network 1,
+    // `fc.bias`), or is unexpected.
+    let mut per_member = vec![Vec::new(); members];
+    let mut extra: Vec<&str> = Vec::new();
+    for (key, (shape, data)) in tensors {
+        let (k, name) = if members == 1 {
+            (Some(0), key.as_str())
+        } else {
+            match key.split_once('.') {
+                // (Only the canonical number: `01.` would alias `1.`.)
+                Some((n, rest)) => {
+                    let k = n.parse::<usize>().ok();
+                    let k = k.filter(|&k| k < members && k.to_string() == n);
+                    (k, rest)
+                }
+                None => (None, key.as_str()),
+            }
+        };
+        match k {
+            Some(k) if model.layout.get(name).is_some() => {
+                per_member[k].push((name.to_string(), shape.as_slice(), data.as_slice()))
+            }
+            _ if ignore.iter().any(|s| key.ends_with(s)) => {}
+            _ => extra.push(key),
         }
-        let (n, rest) = k.split_once('.')?;
-        let n: usize = n.parse().ok().filter(|&n| n < members)?;
-        // (`01.` would alias `1.`.)
-        (n.to_string().len() == k.len() - rest.len() - 1).then(|| (n, rest.to_string()))
-    };
-    let known = |k: &str| member_of(k).is_some_and(|(_, name)| model.layout.get(&name).is_some());
-    let extra: Vec<&str> = tensors
-        .keys()
-        .filter(|k| !known(k) && !ignore.iter().any(|s| k.ends_with(s)))
-        .map(|k| k.as_str())
-        .collect();
+    }
     if !extra.is_empty() {
         bail!("unexpected tensors: {}", extra.join(", "));
     }
     let n = model.num_params();
     let mut params = vec![0.0; n * members];
-    for (k, p) in params.chunks_exact_mut(n).enumerate() {
-        let mine: Vec<(String, &Vec<usize>, &Vec<f32>)> = tensors
-            .iter()
-            .filter_map(|(key, (s, d))| match member_of(key) {
-                Some((m, name)) if m == k && model.layout.get(&name).is_some() => {
-                    Some((name, s, d))
-                }
-                _ => None,
-            })
-            .collect();
+    for (k, (p, mine)) in params.chunks_exact_mut(n).zip(&per_member).enumerate() {
         model
             .layout
-            .import_all(
-                p,
-                mine.iter()
-                    .map(|(name, s, d)| (name.as_str(), s.as_slice(), d.as_slice())),
-            )
+            .import_all(p, mine.iter().map(|(name, s, d)| (name.as_str(), *s, *d)))
             .map_err(|e| {
                 if members > 1 {
                     anyhow!("network {k}: {e}")

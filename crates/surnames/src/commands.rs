@@ -1254,21 +1254,21 @@ pub fn export(a: ExportArgs) -> Result<()> {
         &checkpoint::export_bytes(&m.config, &m.model, &m.params)?,
     )?;
     let members = m.config.model.members;
-    if members > 1 {
-        println!(
-            "wrote {} ({members} networks of {} tensors, numbered as in torch.nn.ModuleList: load with safetensors.torch.load_file and nn.ModuleList([Net() for _ in range({members})]).load_state_dict; the model's output is the mean of the networks' softmax outputs; outputs in this order: {})",
-            a.out.display(),
-            m.model.layout.specs.len(),
-            m.config.categories.join(",")
-        );
-    } else {
-        println!(
-            "wrote {} ({} tensors; load with safetensors.torch.load_file and Net.load_state_dict; outputs in this order: {})",
-            a.out.display(),
-            m.model.layout.specs.len(),
-            m.config.categories.join(",")
-        );
-    }
+    let contents = match members {
+        1 => format!(
+            "{} tensors; load with safetensors.torch.load_file and Net.load_state_dict",
+            m.model.layout.specs.len()
+        ),
+        n => format!(
+            "{n} networks of {} tensors, numbered as in torch.nn.ModuleList: load with safetensors.torch.load_file and nn.ModuleList([Net() for _ in range({n})]).load_state_dict; the model's output is the mean of the networks' softmax outputs",
+            m.model.layout.specs.len()
+        ),
+    };
+    println!(
+        "wrote {} ({contents}; outputs in this order: {})",
+        a.out.display(),
+        m.config.categories.join(",")
+    );
     if let Some(expr) = python_readout(&m.config.model) {
         println!(
             "note: this model reads {expr}; the tutorial's Net reads output[-1], so change its forward to match (output, (h_n, c_n) = self.lstm(x))",

@@ -464,7 +464,7 @@ pub fn run(
             Ok(v.clone())
         };
         let (m, v) = (take("adam.m")?, take("adam.v")?);
-        let adams = m
+        let adams: Vec<Adam> = m
             .chunks_exact(n_member)
             .zip(v.chunks_exact(n_member))
             .map(|(m, v)| {
@@ -535,7 +535,6 @@ pub fn run(
             None,
         )
     };
-    let adams: &mut Vec<Adam> = &mut adams;
     if let Some(wd) = (tc.weight_decay > 0.0).then_some(tc.weight_decay) {
         for adam in adams.iter_mut() {
             adam.weight_decay = Some(WeightDecay::L2(wd));
@@ -742,12 +741,12 @@ pub fn run(
                 }
                 st.record(
                     elapsed0 + started.elapsed().as_secs_f64(),
-                    adams,
+                    &adams,
                     &rng,
                     &workers,
                 );
                 // A failed save (a full disk, say) does not end the run: the final save reports.
-                if let Err(e) = save(&st, &params, adams, best_params.as_deref()) {
+                if let Err(e) = save(&st, &params, &adams, best_params.as_deref()) {
                     let e = format!("{e:#}").replace('\n', " ");
                     pb.suspend(|| {
                         crate::fsutil::eprint_line(&format!(
@@ -772,12 +771,12 @@ pub fn run(
     st.finished = !interrupted;
     st.record(
         elapsed0 + started.elapsed().as_secs_f64(),
-        adams,
+        &adams,
         &rng,
         &workers,
     );
     check_finite(&params, st.step)?;
-    save(&st, &params, adams, best_params.as_deref()).map_err(|e| e.context(SaveFailed))?;
+    save(&st, &params, &adams, best_params.as_deref()).map_err(|e| e.context(SaveFailed))?;
     Ok(Outcome {
         steps: st.step,
         interrupted,
