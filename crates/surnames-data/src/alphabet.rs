@@ -26,6 +26,16 @@ pub fn letter_index(c: char) -> Option<usize> {
     }
 }
 
+/// The index of the small letter of capital letter `i`; other indices are returned unchanged
+/// (`A`–`Z` come 26 places after `a`–`z` in [`ALPHABET`]).
+pub fn lowercase_index(i: usize) -> usize {
+    if (26..52).contains(&i) {
+        i - 26
+    } else {
+        i
+    }
+}
+
 /// Result of [`normalise`]: the kept text plus what was thrown away, so callers can report
 /// lossy input instead of silently changing names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -75,6 +85,11 @@ mod tests {
             assert_eq!(letter_index(c), Some(i), "{c:?}");
         }
         assert_eq!(letter_index('é'), None);
+        for c in ALPHABET.chars() {
+            let small = letter_index(c.to_ascii_lowercase());
+            assert_eq!(letter_index(c).map(lowercase_index), small, "{c:?}");
+        }
+        assert_eq!(lowercase_index(31), 5); // F → f
         assert_eq!(letter_index('0'), None);
     }
 }

@@ -13,7 +13,9 @@ mod load;
 mod resolve;
 mod split;
 
-pub use alphabet::{encode, letter_index, normalise, Normalised, ALPHABET, N_LETTERS};
+pub use alphabet::{
+    encode, letter_index, lowercase_index, normalise, Normalised, ALPHABET, N_LETTERS,
+};
 pub use checksum::{sha256_hex, verify_dir, ChecksumMismatch, OFFICIAL_SHA256};
 pub use download::{download_and_unpack, unpack_archive, OFFICIAL_URL};
 pub use error::DataError;
@@ -21,5 +23,5 @@ pub use load::{load_dir, load_dir_with_report, Dataset, DroppedChar, MAX_NAME_LE
 pub use resolve::{default_cache_dir, resolve, resolve_source, DataSource, Resolved, ENV_VAR};
 pub use split::{
     carve_validation, counts_table, dedup_split, format_counts_table, tutorial_split,
-    CategoryCounts, Split,
+    CategoryCounts, Split, ValidationPick,
 };

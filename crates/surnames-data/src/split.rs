@@ -75,17 +75,30 @@ pub fn dedup_split(ds: &Dataset, seed: u64) -> Split {
     split
 }
 
-/// Moves a seeded random part of each category's training names into a validation set.
+/// Which training names [`carve_validation`] holds out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidationPick {
+    /// A seeded random part of each category. The generator is the one of [`dedup_split`] with
+    /// the seed's bits inverted, so using the same seed for both does not correlate the two
+    /// shuffles.
+    Random { seed: u64 },
+    /// The last names of each category's list. On the tutorial split, whose test names are the
+    /// tail of each (alphabetical) file, this holds out names the way the test set was made:
+    /// later initials than the names left for training. A random part of the tutorial split's
+    /// training names shares initials and duplicates with them and scores too well.
+    Tail,
+}
+
+/// Moves part of each category's training names into a validation set.
 ///
 /// Returns `(train, validation)`, both keeping the input order. Per category,
 /// `floor(fraction · n)` names go to validation, but at least one when `fraction > 0` and the
 /// category has two or more names, and never all of them. `fraction` is clamped to `[0, 1]`
-/// (NaN counts as 0). The generator is the one of [`dedup_split`] with the seed's bits
-/// inverted, so using the same seed for both does not correlate the two shuffles.
+/// (NaN counts as 0).
 pub fn carve_validation(
     train: &[Vec<String>],
     fraction: f64,
-    seed: u64,
+    pick: ValidationPick,
 ) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let fraction = if fraction.is_nan() {
         0.0
@@ -101,11 +114,16 @@ pub fn carve_validation(
         } else {
             ((fraction * n as f64).floor() as usize).clamp(1, n - 1)
         };
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut category_rng(!seed, i));
         let mut is_val = vec![false; n];
-        for &j in &order[..n_val] {
-            is_val[j] = true;
+        match pick {
+            ValidationPick::Random { seed } => {
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut category_rng(!seed, i));
+                for &j in &order[..n_val] {
+                    is_val[j] = true;
+                }
+            }
+            ValidationPick::Tail => is_val[n - n_val..].fill(true),
         }
         let (val, rest): (Vec<_>, Vec<_>) = names.iter().zip(&is_val).partition(|(_, &v)| v);
         kept.push(rest.into_iter().map(|(s, _)| s.clone()).collect());
@@ -196,16 +214,42 @@ mod tests {
             names(&["a", "b"]),
             names(&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]),
         ];
-        let (rest, val) = carve_validation(&train, 0.1, 7);
-        assert_eq!(val.iter().map(Vec::len).collect::<Vec<_>>(), [0, 1, 1]);
-        assert_eq!(rest.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 9]);
-        let (rest, val) = carve_validation(&train, 1.0, 7);
-        assert_eq!(val.iter().map(Vec::len).collect::<Vec<_>>(), [0, 1, 9]);
-        assert_eq!(rest.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
-        let (rest, val) = carve_validation(&train, f64::NAN, 7);
-        assert!(val.iter().all(Vec::is_empty));
-        assert_eq!(rest, train);
-        let (a, b) = carve_validation(&train, 0.3, 99);
-        assert_eq!((a, b), carve_validation(&train, 0.3, 99));
+        let random = ValidationPick::Random { seed: 7 };
+        for pick in [random, ValidationPick::Tail] {
+            let (rest, val) = carve_validation(&train, 0.1, pick);
+            assert_eq!(val.iter().map(Vec::len).collect::<Vec<_>>(), [0, 1, 1]);
+            assert_eq!(rest.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 9]);
+            let (rest, val) = carve_validation(&train, 1.0, pick);
+            assert_eq!(val.iter().map(Vec::len).collect::<Vec<_>>(), [0, 1, 9]);
+            assert_eq!(rest.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+            let (rest, val) = carve_validation(&train, f64::NAN, pick);
+            assert!(val.iter().all(Vec::is_empty));
+            assert_eq!(rest, train);
+        }
+        let pick = ValidationPick::Random { seed: 99 };
+        let (a, b) = carve_validation(&train, 0.3, pick);
+        assert_eq!((a, b), carve_validation(&train, 0.3, pick));
+    }
+
+    #[test]
+    fn a_tail_validation_is_the_end_of_each_list_in_order() {
+        let train = vec![
+            names(&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]),
+            names(&["k", "l", "m", "n", "o"]),
+        ];
+        let (rest, val) = carve_validation(&train, 0.3, ValidationPick::Tail);
+        assert_eq!(val, [names(&["h", "i", "j"]), names(&["o"])]);
+        assert_eq!(
+            rest,
+            [
+                names(&["a", "b", "c", "d", "e", "f", "g"]),
+                names(&["k", "l", "m", "n"])
+            ]
+        );
+        // The random pick takes other names (for this seed), in list order too.
+        let (rest, val) = carve_validation(&train, 0.3, ValidationPick::Random { seed: 7 });
+        assert_ne!(val[0], names(&["h", "i", "j"]));
+        assert!(val[0].windows(2).all(|w| w[0] < w[1]));
+        assert!(rest[0].windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use surnames_data::{
     counts_table, dedup_split, format_counts_table, load_dir, load_dir_with_report, tutorial_split,
-    verify_dir,
+    verify_dir, ValidationPick,
 };
 
 /// `(category, n, train, test)` from spec §4.3.
@@ -146,16 +146,35 @@ fn dedup_split_is_seeded() {
 fn validation_carve_on_official_data() {
     let ds = load_dir(&common::data_dir()).unwrap();
     let split = dedup_split(&ds, 1);
-    let (train, val) = surnames_data::carve_validation(&split.train, 0.1, 1);
+    let (train, val) = surnames_data::carve_validation(&split.train, 0.1, random(1));
     for i in 0..ds.categories.len() {
         assert!(!val[i].is_empty());
         assert_eq!(train[i].len() + val[i].len(), split.train[i].len());
     }
     assert_eq!(
         (train.clone(), val.clone()),
-        surnames_data::carve_validation(&split.train, 0.1, 1)
+        surnames_data::carve_validation(&split.train, 0.1, random(1))
     );
-    assert_ne!(val, surnames_data::carve_validation(&split.train, 0.1, 2).1);
+    assert_ne!(
+        val,
+        surnames_data::carve_validation(&split.train, 0.1, random(2)).1
+    );
+}
+
+fn random(seed: u64) -> ValidationPick {
+    ValidationPick::Random { seed }
+}
+
+#[test]
+fn tail_validation_on_the_tutorial_split_is_the_end_of_each_training_part() {
+    let ds = load_dir(&common::data_dir()).unwrap();
+    let split = tutorial_split(&ds);
+    let (train, val) = surnames_data::carve_validation(&split.train, 0.2, ValidationPick::Tail);
+    for i in 0..ds.categories.len() {
+        let n = split.train[i].len();
+        assert_eq!(val[i].len(), (n / 5).max(1), "{}", ds.categories[i]);
+        assert_eq!([&train[i][..], &val[i][..]].concat(), split.train[i]);
+    }
 }
 
 #[test]

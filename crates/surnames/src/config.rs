@@ -170,6 +170,27 @@ pub struct SplitSpec {
     pub seed: u64,
     /// Share of the training names held out for validation (0 = none).
     pub val_fraction: f64,
+    /// Which of them: `random` (seeded) or `tail` (the end of each category's training list).
+    #[serde(default = "random_pick")]
+    pub val_from: String,
+}
+
+impl SplitSpec {
+    /// How the validation names are chosen.
+    pub fn validation_pick(&self) -> Result<surnames_data::ValidationPick> {
+        Ok(match self.val_from.as_str() {
+            // The seed is the split's, mixed so that the dedup shuffle and this one differ.
+            "random" => surnames_data::ValidationPick::Random {
+                seed: self.seed ^ 0x5eed,
+            },
+            "tail" => surnames_data::ValidationPick::Tail,
+            other => bail!("unknown validation pick '{other}' (expected random or tail)"),
+        })
+    }
+}
+
+fn random_pick() -> String {
+    "random".into()
 }
 
 impl Default for SplitSpec {
@@ -178,6 +199,7 @@ impl Default for SplitSpec {
             kind: "tutorial".into(),
             seed: 0,
             val_fraction: 0.0,
+            val_from: random_pick(),
         }
     }
 }
@@ -210,6 +232,11 @@ pub struct TrainConfig {
     pub clip_norm: f32,
     /// Stop after this many evaluations without a better validation score (0 = never).
     pub patience: u32,
+    /// Train on names with capitals read as small letters. The saved model gives every capital
+    /// its small letter's input weights, so it reads either case the same way without being
+    /// told (here, after `export`, in Python).
+    #[serde(default)]
+    pub ignore_case: bool,
     pub threads: usize,
     pub seed: u64,
 }
@@ -288,6 +315,7 @@ impl TrainConfig {
             weight_decay: 0.0,
             clip_norm: 0.0,
             patience: 0,
+            ignore_case: false,
             threads: 0,
             seed: 0,
         }
@@ -374,6 +402,7 @@ impl RunConfig {
                 self.split.val_fraction
             );
         }
+        self.split.validation_pick()?;
         Ok(())
     }
 }
@@ -416,5 +445,53 @@ mod tests {
         m.members = 4;
         let err = m.classifier_config().unwrap_err().to_string();
         assert!(err.contains("4 networks"), "{err}");
+    }
+
+    /// A config.json written before a setting existed loads with the setting's old behaviour.
+    #[test]
+    fn settings_added_later_default_to_what_older_runs_did() {
+        let mut t = TrainConfig::tutorial();
+        t.threads = 1;
+        let cfg = RunConfig::new(
+            vec!["a".into(), "b".into()],
+            ModelSpec::tutorial(2),
+            SplitSpec::default(),
+            Some(t),
+            "trained",
+        );
+        let mut v = serde_json::to_value(&cfg).unwrap();
+        for (section, key) in [
+            ("model", "members"),
+            ("split", "val_from"),
+            ("training", "ignore_case"),
+        ] {
+            assert!(
+                v[section].as_object_mut().unwrap().remove(key).is_some(),
+                "{key}"
+            );
+        }
+        let old: RunConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(old, cfg);
+        old.validate().unwrap();
+    }
+
+    #[test]
+    fn validation_names_are_picked_at_random_or_from_the_tail() {
+        let mut split = SplitSpec {
+            seed: 3,
+            ..SplitSpec::default()
+        };
+        assert_eq!(
+            split.validation_pick().unwrap(),
+            surnames_data::ValidationPick::Random { seed: 3 ^ 0x5eed }
+        );
+        split.val_from = "tail".into();
+        assert_eq!(
+            split.validation_pick().unwrap(),
+            surnames_data::ValidationPick::Tail
+        );
+        split.val_from = "end".into();
+        let err = split.validation_pick().unwrap_err().to_string();
+        assert!(err.contains("expected random or tail"), "{err}");
     }
 }

@@ -41,7 +41,7 @@ pub fn split(ds: &Dataset, spec: &SplitSpec) -> Result<Lists> {
         );
     }
     let (train, val) = if spec.val_fraction > 0.0 {
-        surnames_data::carve_validation(&train, spec.val_fraction, spec.seed ^ 0x5eed)
+        surnames_data::carve_validation(&train, spec.val_fraction, spec.validation_pick()?)
     } else {
         let n = train.len();
         (train, vec![Vec::new(); n])
@@ -64,6 +64,16 @@ impl Encoded {
     }
     pub fn is_empty(&self) -> bool {
         self.seqs.is_empty()
+    }
+
+    /// Reads every capital as its small letter.
+    pub fn ignore_case(mut self) -> Self {
+        for seq in &mut self.seqs {
+            for i in seq.iter_mut() {
+                *i = surnames_data::lowercase_index(*i as usize) as u32;
+            }
+        }
+        self
     }
 }
 

@@ -22,6 +22,7 @@ use spiking_rnn::{LossKind, SeqClassifier};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use surnames_data::N_LETTERS;
 
 /// Where runs of earlier versions kept the training state (now inside [`RESUME_FILE`]).
 pub const STATE_FILE: &str = "train_state.json";
@@ -353,6 +354,26 @@ fn write_resume(
     Ok(())
 }
 
+/// Gives every capital letter the input weights of its small letter, in every network of
+/// `params`. Trained with `ignore_case`, a model never reads the capitals' weights; tied, it
+/// reads both cases the same way wherever it is used, with no setting to carry along.
+fn tie_capitals(model: &SeqClassifier, params: &mut [f32]) {
+    let per_network = model.num_params();
+    for network in params.chunks_mut(per_network) {
+        // The first layer's input weights are stored one row per letter (`[58, G·H]`).
+        for spec in model.layout.specs.iter().filter(|s| {
+            s.transposed && s.name.ends_with(".0.linear_ih.weight") && s.shape[1] == N_LETTERS
+        }) {
+            let rows = &mut network[spec.range()];
+            let width = spec.shape[0];
+            for letter in 0..N_LETTERS {
+                let small = surnames_data::lowercase_index(letter);
+                rows.copy_within(small * width..(small + 1) * width, letter * width);
+            }
+        }
+    }
+}
+
 /// Saves everything: the model (the best validation checkpoint when there is a validation split)
 /// with its config, metrics, arrays, lists and plot, then the resume checkpoint. The resume
 /// state comes last so that a state marked finished always has its model and outputs beside it;
@@ -370,8 +391,12 @@ fn save_checkpoint(
     best: Option<&[f32]>,
 ) -> Result<()> {
     let every = cfg.training.as_ref().map_or(1, |t| t.eval_every);
+    let mut saved = best.unwrap_or(params).to_vec();
+    if cfg.training.as_ref().is_some_and(|t| t.ignore_case) {
+        tie_capitals(model, &mut saved);
+    }
     // (save_run creates the directory if it is gone.)
-    save_run(dir, cfg, model, best.unwrap_or(params))?;
+    save_run(dir, cfg, model, &saved)?;
     write_outputs(dir, cfg, data, &st.metrics, every)?;
     write_resume(dir, st, params, adams, best).with_context(|| {
         format!(
@@ -913,5 +938,36 @@ mod tests {
             }
             assert_eq!(a.lr.to_bits(), b.lr.to_bits());
         }
+    }
+
+    /// Tied, a model reads a name in capitals as in small letters (every network, both
+    /// directions), and it still reads small letters as before: only capitals' weights change.
+    #[test]
+    fn tied_capitals_read_like_small_letters() {
+        let spec = crate::config::ModelSpec {
+            hidden_size: 8,
+            num_layers: 2,
+            bidirectional: true,
+            members: 2,
+            ..crate::config::ModelSpec::tutorial(3)
+        };
+        let model = spec.build().unwrap();
+        let params: Vec<f32> = [model.init_params(1), model.init_params(2)].concat();
+        let mut tied = params.clone();
+        tie_capitals(&model, &mut tied);
+        let encode = |names: &[&str]| -> Vec<Vec<u32>> {
+            let names: Vec<Vec<String>> = vec![names.iter().map(|n| n.to_string()).collect()];
+            crate::datasets::encode(&names).unwrap().seqs
+        };
+        let small = encode(&["nguyen", "o'neill", "zeng"]);
+        let mixed = encode(&["NGUYEN", "O'Neill", "Zeng"]);
+        let probs = |p: &[f32], seqs: &[Vec<u32>]| predict_shared(&model, p, seqs).unwrap();
+        assert_eq!(probs(&tied, &mixed), probs(&tied, &small));
+        assert_eq!(probs(&tied, &small), probs(&params, &small));
+        // Untied, capitals have weights of their own.
+        assert_ne!(probs(&params, &mixed), probs(&params, &small));
+        // Only the first layer's input weights changed: 26 rows of G·H per direction and network.
+        let changed = params.iter().zip(&tied).filter(|(a, b)| a != b).count();
+        assert_eq!(changed, 2 * 2 * 26 * 4 * 8);
     }
 }
