@@ -135,7 +135,7 @@ pub struct TrainArgs {
     ])]
     pub resume: Option<PathBuf>,
     /// `tutorial` (1,000,000 single-name steps, MSE, Adam 1e-4; the default) or `fast`
-    /// (batched recipe: five networks, 20 s to a minute on two cores).
+    /// (batched recipe: five networks, 20 s to a little over a minute on two cores).
     #[arg(long)]
     pub preset: Option<String>,
     #[command(flatten)]
@@ -231,8 +231,8 @@ pub struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub val_fraction: Option<f64>,
     /// Which training names --val-fraction holds out: `random` (seeded; the default) or `tail`
-    /// (the end of each language's training list: on the tutorial split, later initials than
-    /// the names left to train on, as the test names are).
+    /// (the end of each language's training list: on the tutorial split, whose test names are
+    /// the end of each file, mostly later initials than the names left to train on).
     #[arg(long, value_name = "PICK", value_parser = ["random", "tail"])]
     pub val_from: Option<String>,
     /// Early stopping: evaluations without a better validation score (0 = off).
