@@ -306,9 +306,7 @@ pub fn build_run_config(
         model.dropout = v;
     }
     if let Some(v) = a.members {
-        if v == 0 {
-            bail!("--members must be ≥ 1");
-        }
+        // (0 or more than the limit is refused with the model's other bounds.)
         model.members = v;
     }
     if let Some(v) = &a.readout {

@@ -33,11 +33,11 @@ fn average_members(
     params: &[f32],
     mut one: impl FnMut(&[f32]) -> Result<Vec<f32>>,
 ) -> Result<Vec<f32>> {
+    let networks = members(model, params)?;
+    let count = networks.len();
     let mut sum: Option<Vec<f32>> = None;
-    let mut count = 0;
-    for p in members(model, params)? {
+    for p in networks {
         let probs = one(p)?;
-        count += 1;
         match &mut sum {
             None => sum = Some(probs),
             Some(s) => s.iter_mut().zip(&probs).for_each(|(s, p)| *s += p),

@@ -391,9 +391,9 @@ fn save_checkpoint(
     best: Option<&[f32]>,
 ) -> Result<()> {
     let every = cfg.training.as_ref().map_or(1, |t| t.eval_every);
-    let mut saved = best.unwrap_or(params).to_vec();
+    let mut saved = std::borrow::Cow::Borrowed(best.unwrap_or(params));
     if cfg.training.as_ref().is_some_and(|t| t.ignore_case) {
-        tie_capitals(model, &mut saved);
+        tie_capitals(model, saved.to_mut());
     }
     // (save_run creates the directory if it is gone.)
     save_run(dir, cfg, model, &saved)?;

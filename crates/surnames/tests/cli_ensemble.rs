@@ -95,13 +95,7 @@ fn an_ensemble_is_the_mean_of_its_networks() {
 
     // Export then import keeps both networks and the output.
     let exported = tmp.path().join("ensemble.safetensors");
-    let said = ok(&run(&[
-        os("export"),
-        os("--model"),
-        ensemble.as_os_str(),
-        os("--out"),
-        exported.as_os_str(),
-    ]));
+    let said = export_state_dict(&ensemble, &exported);
     assert!(said.contains("ModuleList"), "{said}");
     let back = tmp.path().join("back");
     let said = ok(&run(&[

@@ -188,15 +188,21 @@ pub fn shared_run() -> &'static Path {
     })
 }
 
-/// Exports the shared run's weights as a SpikingJelly state_dict to `out` (must succeed).
-pub fn export_shared_state_dict(out: &Path) {
+/// Exports the weights of the run in `model` as a SpikingJelly state_dict to `out` (must
+/// succeed); returns stdout.
+pub fn export_state_dict(model: &Path, out: &Path) -> String {
     ok(&run(&[
         "export".as_ref(),
         "--model".as_ref(),
-        shared_run().as_os_str(),
+        model.as_os_str(),
         "--out".as_ref(),
         out.as_os_str(),
-    ]));
+    ]))
+}
+
+/// Exports the shared run's weights as a SpikingJelly state_dict to `out` (must succeed).
+pub fn export_shared_state_dict(out: &Path) {
+    export_state_dict(shared_run(), out);
 }
 
 /// A private copy of the shared run's model (config.json + model.safetensors) to tamper with.
